@@ -1,0 +1,140 @@
+"""Shared fixtures: real Xen trees.
+
+- Debian source packages (``@pytest.mark.debian``): downloaded through apt into a test
+  cache once per machine (``$XEN_VERIFY_TEST_CACHE``, default
+  ``$XDG_CACHE_HOME/xen-verify-tests``) and imported as git repositories by the tool
+  itself. bookworm = Xen 4.17.5 (whole source package), bullseye = 4.14.6 (upstream
+  tarball only: that is all the archive serves).
+- Upstream history (``@pytest.mark.upstream``): a clone named by ``$XEN_GIT``; tests
+  that need it skip with that reason when it is unset.
+
+Tree fixtures yield a checked-out worktree made by ``verifier.tree.checkout``: the
+same code path the tool uses. ``XEN_TREE_417``/``XEN_TREE_414``/``XEN_TREE_PRE``/
+``XEN_TREE_SEED`` override them with an existing directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from verifier.model import TreeSource
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED_PATCH = ROOT / "patches" / "m2p-strict-v1.patch"
+SEED_PAGE = ROOT.parent / "shared" / "seeds" / "000_21dd90f275e05086.txt"
+PRE_FIX = "be05b5385f^"  # upstream master just before the committed fix
+FIX = "be05b5385f"  # the committed fix (v2)
+
+
+@pytest.fixture(scope="session")
+def test_cache() -> Path:
+    env = os.environ.get("XEN_VERIFY_TEST_CACHE")
+    if env:
+        root = Path(env)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(xdg) / "xen-verify-tests"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _need_apt() -> None:
+    if not shutil.which("apt-get"):
+        pytest.skip("apt-get not available: Debian source trees cannot be fetched")
+
+
+@pytest.fixture(scope="session")
+def debian_bookworm(test_cache: Path) -> TreeSource:
+    _need_apt()
+    from verifier.debian import import_debian
+
+    return import_debian("bookworm", test_cache)
+
+
+@pytest.fixture(scope="session")
+def debian_bullseye(test_cache: Path) -> TreeSource:
+    _need_apt()
+    from verifier.debian import import_debian
+
+    return import_debian("bullseye", test_cache)
+
+
+def _tree(source: TreeSource, ref: str, cache: Path) -> Iterator[Path]:
+    from verifier.tree import checkout
+
+    with checkout(source, ref, cache) as co:
+        yield co.path
+
+
+@pytest.fixture(scope="session")
+def xen_tree_417(debian_bookworm: TreeSource, test_cache: Path) -> Iterator[Path]:
+    if os.environ.get("XEN_TREE_417"):
+        yield Path(os.environ["XEN_TREE_417"])
+        return
+    yield from _tree(debian_bookworm, debian_bookworm.default_ref, test_cache)
+
+
+@pytest.fixture(scope="session")
+def xen_tree_414(debian_bullseye: TreeSource, test_cache: Path) -> Iterator[Path]:
+    if os.environ.get("XEN_TREE_414"):
+        yield Path(os.environ["XEN_TREE_414"])
+        return
+    yield from _tree(debian_bullseye, debian_bullseye.default_ref, test_cache)
+
+
+@pytest.fixture(scope="session")
+def xen_git(test_cache: Path) -> TreeSource:
+    path = os.environ.get("XEN_GIT")
+    if not path:
+        pytest.skip("XEN_GIT is not set: no upstream Xen history (set it to a clone's path)")
+    from verifier.tree import open_tree
+
+    return open_tree(path, test_cache)
+
+
+@pytest.fixture(scope="session")
+def upstream_tree(xen_git: TreeSource, test_cache: Path):
+    """Factory: ``upstream_tree(ref)`` -> a worktree path for the session."""
+    from contextlib import ExitStack
+
+    from verifier.tree import checkout
+
+    stack = ExitStack()
+    made: dict[str, Path] = {}
+
+    def get(ref: str) -> Path:
+        if ref not in made:
+            made[ref] = stack.enter_context(checkout(xen_git, ref, test_cache)).path
+        return made[ref]
+
+    with stack:
+        yield get
+
+
+@pytest.fixture(scope="session")
+def xen_tree_pre(request: pytest.FixtureRequest) -> Path:
+    if os.environ.get("XEN_TREE_PRE"):
+        return Path(os.environ["XEN_TREE_PRE"])
+    return request.getfixturevalue("upstream_tree")(PRE_FIX)
+
+
+@pytest.fixture(scope="session")
+def xen_tree_seed(request: pytest.FixtureRequest, test_cache: Path) -> Iterator[Path]:
+    """Upstream just before the fix, with the seed (v1) applied by the tool."""
+    if os.environ.get("XEN_TREE_SEED"):
+        yield Path(os.environ["XEN_TREE_SEED"])
+        return
+    xen_git = request.getfixturevalue("xen_git")
+    from verifier.apply import apply_series
+    from verifier.patch import load_series
+    from verifier.tree import checkout
+
+    with checkout(xen_git, PRE_FIX, test_cache) as co:
+        result = apply_series(load_series([str(SEED_PATCH)]), co)
+        assert result.patched_commit, result.detail
+        yield co.path

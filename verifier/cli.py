@@ -1,0 +1,175 @@
+"""xen-verify command line: a thin layer over verifier.pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from verifier import __version__
+from verifier.model import VerifyError
+from verifier.pipeline import TreeRequest
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+class _Tree(argparse.Action):
+    """--repo / --debian start a tree; each --ref after it belongs to it."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace,
+                 value: Any, option: str | None = None) -> None:
+        trees = getattr(ns, "trees", None) or []
+        if option == "--ref":
+            if not trees:
+                trees.append(TreeRequest("default", ""))
+            trees[-1].refs.append(value)
+        else:
+            trees.append(TreeRequest("debian" if option == "--debian" else "repo", value))
+        ns.trees = trees
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2
+        raise VerifyError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="xen-verify", description="Verify a Xen patch against real Xen trees.")
+    p.add_argument("--version", action="version", version=f"xen-verify {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def trees(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--repo", action=_Tree, dest="trees", metavar="PATH|URL",
+                        help="a Xen git repository (clone, bare mirror, or URL); repeatable")
+        sp.add_argument("--debian", action=_Tree, dest="trees", metavar="SUITE",
+                        help="Debian's Xen source package of SUITE (bookworm, bullseye, ...)")
+        sp.add_argument("--ref", action=_Tree, dest="trees", metavar="REV",
+                        help="branch, tag, sha or rev expression; applies to the tree before it")
+        sp.add_argument("--cache", metavar="DIR",
+                        help="cache directory (default $XEN_VERIFY_CACHE or "
+                             "$XDG_CACHE_HOME/xen-verify)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    c = sub.add_parser("check", help="apply a patch to each ref, run the checks, report")
+    c.add_argument("patches", nargs="+", metavar="PATCH",
+                   help="diff, format-patch file, mbox series, saved patchwork page, or git:REV")
+    trees(c)
+    c.add_argument("--report-dir", metavar="DIR", help="write report.json, report.md, junit.xml")
+    c.add_argument("--markdown", action="store_true", help="print report.md to stdout")
+    c.add_argument("--no-checks", action="store_true", help="only apply; run no check pack")
+
+    h = sub.add_parser("harness", help="write a ref's generated harness sources and build script")
+    h.add_argument("patches", nargs="*", metavar="PATCH", help="patch to apply first (optional)")
+    trees(h)
+    h.add_argument("--out", required=True, metavar="DIR", help="where to write the harness")
+    return p
+
+
+def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+    if quiet:
+        return None
+    from rich.console import Console
+
+    err = Console(stderr=True)
+
+    def say(msg: str) -> None:
+        err.print(f"[dim]xen-verify: {msg}[/dim]", highlight=False)
+
+    return say
+
+
+def _trees(args: argparse.Namespace) -> list[TreeRequest]:
+    reqs: list[TreeRequest] = getattr(args, "trees", None) or []
+    for r in reqs:
+        if r.kind == "default":
+            r.kind, r.spec = "debian", ""
+    if not reqs:
+        reqs = [TreeRequest("debian", "")]
+    for r in reqs:
+        if r.kind == "debian" and not r.spec:
+            from verifier.debian import default_suite
+
+            r.spec = default_suite()
+    return reqs
+
+
+def _check(args: argparse.Namespace) -> int:
+    from verifier.patch import load_series
+    from verifier.pipeline import exit_status, open_source, verify
+    from verifier.report import print_summary, render_markdown, write_reports
+    from verifier.tree import cache_root
+
+    progress = _progress(args.quiet)
+    cache = cache_root(args.cache)
+    reqs = _trees(args)
+    if args.report_dir and Path(args.report_dir).exists() and not Path(args.report_dir).is_dir():
+        raise VerifyError(f"--report-dir {args.report_dir}: not a directory")
+    sources = [(open_source(r, cache, progress), r.refs) for r in reqs]
+    first_git = sources[0][0].git_dir
+    series = load_series(args.patches, first_git)
+    command = "xen-verify " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report = verify(series, sources, cache, command=command, checks=not args.no_checks,
+                    progress=progress)
+    if args.report_dir:
+        for path in write_reports(report, Path(args.report_dir)):
+            if progress:
+                progress(f"wrote {path}")
+    if args.markdown:
+        print(render_markdown(report))
+    else:
+        print_summary(report)
+    return exit_status(report)
+
+
+def _harness(args: argparse.Namespace) -> int:
+    from verifier.apply import apply_series
+    from verifier.harness import write_harness
+    from verifier.patch import load_series
+    from verifier.pipeline import open_source
+    from verifier.tree import cache_root, checkout
+
+    progress = _progress(args.quiet)
+    cache = cache_root(args.cache)
+    reqs = _trees(args)
+    req = reqs[0]
+    source = open_source(req, cache, progress)
+    ref = (req.refs or [source.default_ref])[0]
+    with checkout(source, ref, cache) as co:
+        if args.patches:
+            series = load_series(args.patches, source.git_dir)
+            result = apply_series(series, co, progress)
+            if progress:
+                progress(f"{ref}: {result.detail}")
+        out = write_harness(co.path, Path(args.out), commit=co.commit)
+    print(f"harness for {ref} ({co.commit[:12]}) written to {out}; build with: sh {out}/build.sh")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM takes the same clean-up path as Ctrl-C (worktrees removed, no partial files).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "check":
+            return _check(args)
+        return _harness(args)
+    except VerifyError as e:
+        print(f"xen-verify: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("xen-verify: interrupted; worktrees removed", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug in the tool: one line, the traceback on request
+        if os.environ.get("XEN_VERIFY_DEBUG"):
+            raise
+        print(f"xen-verify: internal error: {type(e).__name__}: {e} "
+              "(set XEN_VERIFY_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

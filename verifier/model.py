@@ -1,0 +1,344 @@
+"""The typed objects passed between pipeline stages.
+
+tree -> patch -> apply -> extract -> harness -> run -> report: each stage takes
+and returns the small dataclasses defined here, and ``report`` turns them into
+``report.json`` (whose keys are an interface: see README "report.json").
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+class VerifyError(Exception):
+    """Bad input or an unusable environment: reported as one line, exit status 2."""
+
+
+class StrEnum(str, enum.Enum):
+    def __str__(self) -> str:
+        return self.value
+
+
+# --------------------------------------------------------------------------- patches
+
+
+@dataclass(frozen=True)
+class PatchMeta:
+    """What the patch says about itself, carried into the report."""
+
+    subject: str
+    source: str  # the input as given: a path, "git:REV", or "path#3" for a series member
+    kind: str  # "diff" | "format-patch" | "mbox" | "patchwork" | "git"
+    author: str | None = None
+    date: str | None = None
+    message_id: str | None = None
+    version: int | None = None  # 2 for "[PATCH v2]"; None when the subject does not say
+    number: int | None = None  # position in a series ("[PATCH 3/7]" -> 3)
+    total: int | None = None  # series length ("[PATCH 3/7]" -> 7)
+    trailers: tuple[tuple[str, str], ...] = ()  # ("Signed-off-by", "Jan Beulich <...>")
+    base_commit: str | None = None  # "base-commit:" trailer (b4 / format-patch --base)
+    commit: str | None = None  # for git:REV, the commit the patch was taken from
+    # Review thread of a patchwork page: (author, date) per comment.
+    comments: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file of a diff, as the patch names it."""
+
+    old_path: str | None  # None for a new file
+    new_path: str | None  # None for a deleted file
+    old_blob: str | None = None  # "index <old>..<new>" abbreviated ids, when present
+    new_blob: str | None = None
+    hunks: int = 0
+    added: int = 0
+    removed: int = 0
+
+    @property
+    def path(self) -> str:
+        return self.new_path or self.old_path or ""
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One patch: its metadata and its diff text (``git apply`` input)."""
+
+    meta: PatchMeta
+    diff: str
+    files: tuple[FileChange, ...]
+    message: str = ""  # commit message body, without the subject line
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """Names in the hunk headers' function context (``@@ ... @@ int f(``)."""
+        from verifier.patch import hunk_functions  # late: patch.py imports this module
+
+        return hunk_functions(self.diff)
+
+
+@dataclass(frozen=True)
+class PatchSeries:
+    """What the user gave as positional inputs, in the order to apply."""
+
+    patches: tuple[Patch, ...]
+
+    @property
+    def subject(self) -> str:
+        if len(self.patches) == 1:
+            return self.patches[0].meta.subject
+        first = self.patches[0].meta
+        return f"{first.subject} (+{len(self.patches) - 1} more)"
+
+
+# --------------------------------------------------------------------------- trees
+
+
+class TreeKind(StrEnum):
+    GIT = "git"  # a local clone or bare repository, used read-only in place
+    URL = "url"  # cloned into the cache, fetched on later runs
+    DEBIAN = "debian"  # a Debian source package imported into a cached repository
+
+
+@dataclass(frozen=True)
+class TreeSource:
+    """Where refs are resolved. ``git_dir`` is the repository git commands run in."""
+
+    kind: TreeKind
+    location: str  # the path, URL or suite the user gave
+    git_dir: Path  # repository that resolves refs (the user's, a cache clone, an import)
+    has_history: bool = True  # False for Debian imports: no upstream history to search
+    description: str = ""  # "Debian bookworm xen 4.17.5+72-g01140da4e8-1"
+    notes: tuple[str, ...] = ()  # e.g. "Debian patches not served: tree is upstream only"
+    default_ref: str = "HEAD"
+    # Repository worktrees are made from; None means git_dir. For a user's repository this
+    # is a cache "shadow" borrowing its objects, so the user's .git is never written.
+    worktree_repo: Path | None = None
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """One ref checked out in its own worktree."""
+
+    source: TreeSource
+    ref: str  # exactly as the user wrote it
+    commit: str  # full sha it resolved to
+    subject: str  # that commit's subject
+    path: Path  # the worktree
+
+
+# --------------------------------------------------------------------------- apply
+
+
+class ApplyStatus(StrEnum):
+    CLEAN = "clean"
+    OFFSETS = "offsets"
+    THREE_WAY = "three-way"
+    CONFLICT = "conflict"
+    ALREADY_APPLIED = "already-applied"
+    MISSING_PREREQUISITE = "missing-prerequisite"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class HunkResult:
+    file: str  # path in the patch
+    index: int  # 1-based hunk number within the file, as git numbers them
+    header: str  # "@@ -1067,8 +1067,48 @@ int arch_set_info_guest("
+    expected_line: int  # old-side start line the patch names
+    applied_line: int | None = None  # where it went (None: did not apply)
+    offset: int = 0
+    status: str = "ok"  # "ok" | "offset" | "three-way" | "failed"
+    target_file: str | None = None  # path it applied to when the file moved
+
+
+@dataclass(frozen=True)
+class Match:
+    """Evidence that the change is already on the ref."""
+
+    how: str  # "reverse-apply" | "backport-marker" | "patch-id" | "subject" | "lines-present"
+    commit: str | None = None
+    subject: str | None = None
+    upstream_commit: str | None = None  # "master commit:" / "cherry picked from" target
+    locations: tuple[str, ...] = ()  # "xen/arch/x86/domain.c:1160-1201"
+    score: float | None = None  # fraction of the patch's added lines found (lines-present)
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """An identifier the patch needs that the ref lacks."""
+
+    symbol: str
+    used_in: str  # "xen/arch/x86/mm.c" (the patch file that uses it)
+    introduced_by: str | None = None  # upstream commit sha, where history allows
+    introduced_subject: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    status: ApplyStatus
+    detail: str  # one line a reviewer reads first
+    hunks: tuple[HunkResult, ...] = ()
+    matches: tuple[Match, ...] = ()
+    prerequisites: tuple[Prerequisite, ...] = ()
+    moved_files: tuple[tuple[str, str], ...] = ()  # (path in patch, path in tree)
+    patches: tuple[tuple[str, str, str], ...] = ()  # per series member: (subject, status, detail)
+    written_against: str | None = None  # base the patch names (base-commit / index blobs)
+    base_matches: bool | None = None  # whether the ref is that base (None: unknown)
+    patched_commit: str | None = None  # commit holding the patched tree in the worktree
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class Outcome(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    ERROR = "error"  # the tool could not run the check (never: the code under test failed)
+    NA = "n/a"
+
+
+class Verdict(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_APPLICABLE = "not-applicable"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a reviewer needs to see a failure: the shortest trace and where it points."""
+
+    trace: tuple[str, ...] = ()  # operations, in order
+    state: str = ""  # the state that went wrong
+    locations: tuple[str, ...] = ()  # tree file:line involved
+    output: str = ""  # harness stderr (sanitizer report, stub message), trimmed
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Information that does not fail a run by itself (P4 cost, P7 assumption)."""
+
+    title: str
+    text: str
+    table: tuple[tuple[str, ...], ...] = ()  # first row is the header
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    id: str  # "P1".."P9" (domain.md)
+    title: str
+    base: Outcome
+    patched: Outcome
+    detail: str = ""
+    evidence: Evidence | None = None
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def change(self) -> str:
+        """OSSTest-style name of the base -> patched transition."""
+        b, p = self.base, self.patched
+        if p is Outcome.FAIL and b is Outcome.PASS:
+            return "REGRESSION"
+        if p is Outcome.PASS and b is Outcome.FAIL:
+            return "fixed"
+        if p is Outcome.FAIL and b is Outcome.FAIL:
+            return "fails as on base"
+        if p is Outcome.FAIL:
+            return "fail"
+        if p is Outcome.PASS:
+            return "pass"
+        return str(p)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One ref: how the patch applied, what the checks said, and the verdict."""
+
+    ref: str
+    commit: str
+    subject: str
+    tree: str  # TreeSource.description
+    apply: ApplyResult
+    checks: tuple[CheckResult, ...] = ()
+    verdict: Verdict = Verdict.NOT_APPLICABLE
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    series: PatchSeries
+    runs: tuple[RunResult, ...]
+    command: str  # the command line that reproduces this report
+    verdict: Verdict = Verdict.NOT_APPLICABLE
+
+
+def run_verdict(apply: ApplyResult, checks: tuple[CheckResult, ...] | list[CheckResult]) -> Verdict:
+    """A run's verdict from its apply status and its checks (see README)."""
+    if apply.status is ApplyStatus.CONFLICT:
+        return Verdict.FAIL
+    if apply.status is ApplyStatus.MISSING_PREREQUISITE:
+        return Verdict.NOT_APPLICABLE
+    if apply.status is ApplyStatus.ERROR:
+        return Verdict.ERROR
+    # already-applied: the checks ran on the tree as it is, in the "patched" column.
+    outcomes = [c.patched for c in checks if c.patched is not Outcome.NA]
+    if any(o is Outcome.FAIL for o in outcomes):
+        return Verdict.FAIL
+    if any(o is Outcome.ERROR for o in outcomes):
+        return Verdict.ERROR
+    if outcomes:
+        return Verdict.PASS
+    return Verdict.NOT_APPLICABLE
+
+
+def overall_verdict(runs: tuple[RunResult, ...] | list[RunResult]) -> Verdict:
+    verdicts = [r.verdict for r in runs]
+    for v in (Verdict.FAIL, Verdict.ERROR, Verdict.PASS):
+        if v in verdicts:
+            return v
+    return Verdict.NOT_APPLICABLE
+
+
+def to_jsonable(obj: Any) -> Any:
+    """dataclasses/enums/paths/tuples -> JSON values, keys as the fields are named."""
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+__all__ = [
+    "ApplyResult",
+    "ApplyStatus",
+    "CheckResult",
+    "Checkout",
+    "Evidence",
+    "FileChange",
+    "Finding",
+    "HunkResult",
+    "Match",
+    "Outcome",
+    "Patch",
+    "PatchMeta",
+    "PatchSeries",
+    "Prerequisite",
+    "Report",
+    "RunResult",
+    "TreeKind",
+    "TreeSource",
+    "Verdict",
+    "VerifyError",
+    "overall_verdict",
+    "run_verdict",
+    "to_jsonable",
+]

@@ -1,0 +1,259 @@
+"""Trees: open or clone a Xen repository, resolve refs, check each ref out in its own worktree.
+
+The user's repository is only ever read. Worktrees are made from a *shadow* repository
+in the cache whose object store borrows the user's through ``objects/info/alternates``:
+new objects (3-way blobs, the patched commit) and worktree bookkeeping land in the
+cache, never in the user's ``.git``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import git
+
+from verifier.model import Checkout, TreeKind, TreeSource, VerifyError
+
+GIT_ENV = {
+    # Never prompt for credentials or host keys: a URL that needs them is unreachable.
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_SSH_COMMAND": "ssh -oBatchMode=yes",
+    "GIT_ASKPASS": "true",
+}
+IDENTITY = ("-c", "user.name=xen-verify", "-c", "user.email=xen-verify@localhost")
+URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+
+
+def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
+    """``--cache``, else ``$XEN_VERIFY_CACHE``, else ``$XDG_CACHE_HOME/xen-verify``."""
+    if override:
+        root = Path(override)
+    elif os.environ.get("XEN_VERIFY_CACHE"):
+        root = Path(os.environ["XEN_VERIFY_CACHE"])
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(xdg) / "xen-verify"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise VerifyError(f"cannot create cache directory {root}: {e.strerror}") from None
+    return root.resolve()
+
+
+def is_url(spec: str) -> bool:
+    return bool(URL_RE.match(spec))
+
+
+def _slug(text: str) -> str:
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", text.rstrip("/").rsplit("/", 1)[-1])[:40]
+    return f"{tail}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
+
+
+def _git(repo: Path | str, *args: str, **kwargs: object) -> str:
+    """Run git in ``repo`` (a git dir or work tree) and return stdout."""
+    cmd = git.Git(str(repo))
+    cmd.update_environment(**GIT_ENV)
+    return cmd.execute(["git", *args], **kwargs)  # type: ignore[call-overload,no-any-return]
+
+
+def _git_error(e: git.GitCommandError) -> str:
+    """git's own last 'fatal:'/'error:' line, for a one-line message."""
+    text = (e.stderr or "").strip().strip("'").strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if ln.startswith(("fatal:", "error:")):
+            return ln.split(":", 1)[1].strip()
+    return lines[-1] if lines else str(e)
+
+
+# --------------------------------------------------------------------------- opening trees
+
+
+def open_local(path: str, cache: Path) -> TreeSource:
+    """A clone or bare repository on disk, used read-only in place."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise VerifyError(f"--repo {path}: no such directory")
+    try:
+        repo = git.Repo(p, search_parent_directories=False)
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        raise VerifyError(f"--repo {path}: not a git repository") from None
+    git_dir = Path(repo.common_dir).resolve()
+    shadow = _shadow_for(git_dir, cache)
+    return TreeSource(
+        kind=TreeKind.GIT,
+        location=path,
+        git_dir=git_dir,
+        worktree_repo=shadow,
+        description=f"git {p.resolve()}",
+    )
+
+
+def _shadow_for(git_dir: Path, cache: Path) -> Path:
+    """A bare repository in the cache that borrows ``git_dir``'s objects (created once)."""
+    shadow = cache / "shadow" / f"{_slug(str(git_dir))}.git"
+    objects = git_dir / "objects"
+    if (shadow / "objects" / "info" / "alternates").is_file():
+        return shadow
+    shadow.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".shadow-", dir=shadow.parent))
+    try:
+        git.Repo.init(tmp, bare=True)
+        (tmp / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+        os.replace(tmp, shadow)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not shadow.exists():
+            raise
+    return shadow
+
+
+def open_url(url: str, cache: Path, progress: Callable[[str], None] | None = None) -> TreeSource:
+    """Clone ``url`` into the cache once (bare), fetch it on later runs."""
+    dest = cache / "clones" / f"{_slug(url)}.git"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    if dest.exists():
+        if progress:
+            progress(f"fetching {url}")
+        try:
+            _git(dest, "fetch", "--quiet", "--prune", "origin", "+refs/heads/*:refs/heads/*",
+                 "+refs/tags/*:refs/tags/*")
+        except git.GitCommandError as e:
+            notes.append(f"fetch failed, using the cached clone: {_git_error(e)}")
+    else:
+        if progress:
+            progress(f"cloning {url} (once; later runs fetch)")
+        tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=dest.parent))
+        try:
+            git.Repo.clone_from(url, tmp / "repo.git", bare=True, env=GIT_ENV)
+            os.replace(tmp / "repo.git", dest)
+        except git.GitCommandError as e:
+            raise VerifyError(f"--repo {url}: cannot clone: {_git_error(e)}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return TreeSource(
+        kind=TreeKind.URL,
+        location=url,
+        git_dir=dest,
+        description=f"clone of {url}",
+        notes=tuple(notes),
+    )
+
+
+def open_tree(spec: str, cache: Path, progress: Callable[[str], None] | None = None) -> TreeSource:
+    """``--repo`` argument: a URL or a local path."""
+    if is_url(spec) and not Path(spec).exists():
+        return open_url(spec, cache, progress)
+    return open_local(spec, cache)
+
+
+# --------------------------------------------------------------------------- refs
+
+
+def resolve(source: TreeSource, ref: str) -> tuple[str, str]:
+    """``ref`` (any rev expression) in the source repository's namespace -> (sha, subject)."""
+    if not ref or ref.startswith("-") or "\n" in ref:
+        raise VerifyError(f"--ref {ref!r}: not a revision")
+    try:
+        sha = _git(source.git_dir, "rev-parse", "--verify", "--quiet", "--end-of-options",
+                   f"{ref}^{{commit}}")
+    except git.GitCommandError:
+        raise VerifyError(f"--ref {ref}: unknown revision in {source.location}") from None
+    subject = _git(source.git_dir, "log", "-1", "--format=%s", sha)
+    return sha, subject
+
+
+def mainline(source: TreeSource) -> str | None:
+    """The branch upstream work lands on, for 'which commit introduced X' searches."""
+    for name in ("master", "origin/master", "staging", "origin/staging", "main"):
+        try:
+            _git(source.git_dir, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+            return name
+        except git.GitCommandError:
+            continue
+    return None
+
+
+# --------------------------------------------------------------------------- worktrees
+
+
+def _work_root(cache: Path) -> Path:
+    root = cache / "work"
+    root.mkdir(parents=True, exist_ok=True)
+    _reap_stale(root)
+    return root
+
+
+def _reap_stale(root: Path) -> None:
+    """Remove worktree folders left by runs that were killed outright (SIGKILL)."""
+    for d in root.iterdir():
+        m = re.match(r"^(\d+)-", d.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        try:
+            os.kill(pid, 0)
+            continue  # still running
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+@contextlib.contextmanager
+def checkout(source: TreeSource, ref: str, cache: Path) -> Iterator[Checkout]:
+    """Check ``ref`` out in a fresh worktree; removed on exit, error or Ctrl-C."""
+    sha, subject = resolve(source, ref)
+    repo = source.worktree_repo or source.git_dir
+    base = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=_work_root(cache)))
+    path = base / "tree"
+    try:
+        try:
+            _git(repo, "worktree", "add", "--quiet", "--detach", str(path), sha)
+        except git.GitCommandError as e:
+            raise VerifyError(
+                f"--ref {ref}: cannot check out {sha[:12]}: {_git_error(e)}") from None
+        yield Checkout(source=source, ref=ref, commit=sha, subject=subject, path=path)
+    finally:
+        with _signals_deferred():
+            with contextlib.suppress(git.GitCommandError):
+                _git(repo, "worktree", "remove", "--force", str(path))
+            shutil.rmtree(base, ignore_errors=True)
+            with contextlib.suppress(git.GitCommandError):
+                _git(repo, "worktree", "prune")
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Let clean-up finish even if Ctrl-C is pressed again."""
+    old = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def commit_worktree(path: Path, message: str) -> str:
+    """Commit everything in a worktree (the patched tree) and return the sha."""
+    _git(path, "add", "-A")
+    _git(path, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
+    return _git(path, "rev-parse", "HEAD")
+
+
+def reset_worktree(path: Path, commit: str = "HEAD") -> None:
+    _git(path, "reset", "--quiet", "--hard", commit)
+    _git(path, "clean", "-fdq")

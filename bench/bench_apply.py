@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests import toyrepo  # noqa: E402
-from verifier.patch import load_series  # noqa: E402
-from verifier.pipeline import verify_ref  # noqa: E402
-from verifier.tree import open_tree  # noqa: E402
+from tests import toyrepo
+from verifier.patch import load_series
+from verifier.pipeline import verify_ref
+from verifier.tree import open_tree
 
 SEED = Path(__file__).resolve().parent.parent / "patches" / "m2p-strict-v1.patch"
 UPSTREAM_REFS = ["be05b5385f^", "be05b5385f", "stable-4.6", "stable-4.5", "master"]

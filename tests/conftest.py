@@ -46,6 +46,8 @@ def test_cache() -> Path:
 def _need_apt() -> None:
     if not shutil.which("apt-get"):
         pytest.skip("apt-get not available: Debian source trees cannot be fetched")
+    if not Path("/usr/share/keyrings/debian-archive-keyring.gpg").exists():
+        pytest.skip("Debian's archive keyring is missing (apt-get install debian-archive-keyring)")
 
 
 @pytest.fixture(scope="session")

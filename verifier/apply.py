@@ -12,6 +12,7 @@ Order of questions, per patch of the series:
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import tempfile
@@ -372,10 +373,8 @@ def missing_identifiers(
     candidates = set(uses) - _declared_by_patch(hunks)
     # Most are in the files the patch touches: rule those out without searching the tree.
     for f in {moved.get(h.file, h.file) for h in hunks}:
-        try:
+        with contextlib.suppress(OSError):
             candidates -= set(IDENT_RE.findall((tree / f).read_text(errors="replace")))
-        except OSError:
-            pass
     if not candidates:
         return {}
     args = ["grep", "-h", "-o", "-w", "-F", "-I", "--no-color"]
@@ -391,17 +390,19 @@ def introduced_by(
 ) -> dict[str, tuple[str, str]]:
     """Per symbol, the commit on ``line`` after which it has been in the tree ever since.
 
-    One ``git log -S`` pass (a regex of all symbols) over the commits on ``line`` that the
-    ref lacks lists every commit changing a symbol's count; replaying each symbol's net
-    +/- count from the oldest finds its last 0 -> present step: the introduction that
-    stuck (m2p_strict was added, reverted and added again in 2015). ``scope``: the
+    One ``git log -G`` pass (a regex of all symbols) over the commits on ``line`` that the
+    ref lacks lists every commit touching a line that names a symbol; replaying each
+    symbol's net +/- count from the oldest finds its last 0 -> present step: the
+    introduction that stuck (m2p_strict was added, reverted and added again in 2015). ``scope``: the
     top-level folders to search (the patch's).
     """
     if not symbols:
         return {}
     base = g.out("merge-base", ref_commit, line).strip()
     pickaxe = "|".join(re.escape(s) for s in symbols)
-    log = g.run("log", "--pickaxe-regex", "-S", pickaxe, "--reverse", "-p", "-U0",
+    # -G (a +/- line mentions a symbol) rather than a combined -S: -S counts all the
+    # symbols together and misses a commit trading one for another.
+    log = g.run("log", "-G", pickaxe, "--reverse", "-p", "-U0",
                 "--no-color", "--no-renames", "--format=%x00%H%x00%s", line,
                 *([f"^{base}"] if base else []), "--", *scope)
     count = dict.fromkeys(symbols, 0)

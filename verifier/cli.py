@@ -77,7 +77,8 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
     err = Console(stderr=True)
 
     def say(msg: str) -> None:
-        err.print(f"[dim]xen-verify: {msg}[/dim]", highlight=False)
+        err.print(f"xen-verify: {msg}", style="dim", highlight=False, markup=False,
+                  soft_wrap=True)
 
     return say
 

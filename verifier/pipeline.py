@@ -51,11 +51,15 @@ def run_checks(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
 
     Returns the check results and notes (why no pack ran, when none did).
     """
-    try:
-        from verifier.packs import packs_for
-    except ImportError:
-        return [], ["no check pack is installed"]
+    import importlib.util
+
+    from verifier.packs import packs_for
+
     packs = packs_for(series)
+    if packs and importlib.util.find_spec("verifier.target") is None:
+        names = ", ".join(p.name for p in packs)
+        return [], [f"check pack {names} concerns this patch, but no harness is installed "
+                    "to run the code under test: no checks run"]
     if not packs:
         return [], ["no check pack concerns the functions this patch touches"]
     results: list[CheckResult] = []
@@ -94,11 +98,14 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
 
 def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache: Path, *,
            command: str, checks: bool = True, progress: Progress | None = None) -> Report:
-    """Every ref of every tree; a ref that fails to check out is reported, not fatal."""
-    runs: list[RunResult] = []
-    for source, refs in trees:
-        for ref in refs or [source.default_ref]:
-            runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=progress))
+    """Every ref of every tree. All refs are resolved first: a bad one costs no work."""
+    from verifier.tree import resolve
+
+    jobs = [(source, ref) for source, refs in trees for ref in (refs or [source.default_ref])]
+    for source, ref in jobs:
+        resolve(source, ref)
+    runs = [verify_ref(series, source, ref, cache, checks=checks, progress=progress)
+            for source, ref in jobs]
     return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))
 
 

@@ -1,0 +1,88 @@
+"""Check packs: what to extract, which properties to check, and how to recognise a patch.
+
+A pack is declarative (roles, functions it concerns, checks with titles) plus the
+scenario code that runs its checks (``run``). ``packs_for(series)`` picks the packs a
+patch series concerns, from the functions its hunks touch and the identifiers its
+diff mentions; ``Pack.concerns_tree(path)`` says whether a tree has the code at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from verifier.model import Patch, PatchSeries
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    title: str
+    roles: tuple[Any, ...]  # declaration.Role
+    functions: tuple[str, ...]  # a patch touching one of these concerns the pack
+    keywords: tuple[str, ...]  # identifiers whose mention in a diff also does
+    checks: tuple[Any, ...]  # declaration.CheckSpec: id, title
+    run: Callable[..., list]  # run_pack(base, patched, tree_dir, *, exhaustive=False)
+    mutation_proof: Callable[..., Any] | None = None
+    files: tuple[str, ...] = ()  # tree files the roles live in
+    # (checkout, *, applied, cache, factory) -> (check results, notes): the pipeline's entry
+    on_checkout: Callable[..., tuple[list, list[str]]] | None = None
+
+    def run_on_checkout(self, co: Any, *, applied: bool, cache: Path) -> tuple[list, list[str]]:
+        """Run the pack on a checked-out ref: base (its commit) vs the tree in the worktree."""
+        if self.on_checkout is None:
+            return [], [f"check pack {self.name} cannot run on a checkout"]
+        return self.on_checkout(
+            co, applied=applied, cache=cache, factory=TARGET_FACTORIES.get(self.name)
+        )
+
+    def concerns(self, patch: Patch) -> bool:
+        """Whether a patch touches this pack's functions (hunk context or diff text)."""
+        if set(patch.functions) & set(self.functions):
+            return True
+        changed = [
+            ln[1:]
+            for ln in patch.diff.splitlines()
+            if ln[:1] in "+-" and not ln.startswith(("+++", "---"))
+        ]
+        words = set(self.functions) | set(self.keywords)
+        return any(re.search(rf"\b{re.escape(w)}\b", ln) for ln in changed for w in words)
+
+    def concerns_tree(self, tree_dir: Path) -> bool:
+        """Whether the tree holds code this pack checks (its role files and keywords)."""
+        for rel in self.files:
+            path = Path(tree_dir) / rel
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            if any(k in text for k in self.keywords):
+                return True
+        return False
+
+
+# How a pack gets a live target for a tree: name -> factory(tree_dir, *, revision, cache,
+# mutate=None) returning a Target (closed with ``close()`` when it has one). The harness
+# registers its factory here; ``mutate="no-fixup"`` asks for the restore fixup disabled.
+TARGET_FACTORIES: dict[str, Callable[..., Any]] = {}
+
+
+def register_target_factory(pack: str, factory: Callable[..., Any]) -> None:
+    TARGET_FACTORIES[pack] = factory
+
+
+def all_packs() -> list[Pack]:
+    from verifier.packs.m2p_strict import PACK as M2P
+
+    return [M2P]
+
+
+def packs_for(series: PatchSeries) -> list[Pack]:
+    """The packs any patch of the series concerns, in registry order."""
+    return [p for p in all_packs() if any(p.concerns(x) for x in series.patches)]
+
+
+__all__ = ["TARGET_FACTORIES", "Pack", "all_packs", "packs_for", "register_target_factory"]

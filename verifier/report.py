@@ -1,0 +1,801 @@
+"""Reports: ``report.json``, ``report.md``, ``junit.xml`` and the terminal summary.
+
+Every renderer takes the :class:`verifier.model.Report` the pipeline returns and
+nothing else, so what the terminal, the mail and CI say is always the same story.
+
+``report.json`` is an interface other programs read: its keys are listed in
+``SCHEMA_TABLE`` below (the README's "report.json" section is that table). A key that
+changes meaning or goes away changes ``SCHEMA``; keys may be added without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import textwrap
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from verifier.model import (
+    ApplyResult,
+    ApplyStatus,
+    CheckResult,
+    Finding,
+    HunkResult,
+    Outcome,
+    Patch,
+    Report,
+    RunResult,
+    Verdict,
+    VerifyError,
+    to_jsonable,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+SCHEMA = 1
+SCHEMA_TABLE = """\
+| key | value |
+| --- | --- |
+| `schema` | `1` |
+| `tool` | `{name: "xen-verify", version, command}`; `command` reproduces the report |
+| `patch.subject` | the patch's subject; a series: the first one's, `(+N more)` |
+| `patch.source`, `.kind` | the first patch's input as given; `diff`, `format-patch`, `mbox`, `patchwork` or `git` |
+| `patch.author`, `.date`, `.message_id` | as the patch says, or `null` |
+| `patch.version` | `2` for `[PATCH v2]`; `null` when the subject does not say |
+| `patch.trailers` | `[[key, value], ...]` in order (`Signed-off-by`, `Acked-by`, ...) |
+| `patch.base_commit` | the `base-commit:` trailer, or `null` |
+| `patch.patches[]` | per series member: the fields above and `number`, `total`, `commit` (`git:REV`), `comments` (`[[author, date]]` of a patchwork thread), `files` (`[{path, old_path, new_path, hunks, added, removed}]`), `functions` (hunk-header function names) |
+| `verdict` | overall: `pass`, `fail`, `not-applicable` or `error` |
+| `runs[]` | one per ref checked, in the order given |
+| `runs[].ref` | the ref exactly as written on the command line |
+| `runs[].commit`, `.subject` | the full sha it resolved to, and that commit's subject |
+| `runs[].tree` | the tree it came from (`Debian bookworm xen 4.17.5+72-g01140da4e8-1`) |
+| `runs[].apply.status` | `clean`, `offsets`, `three-way`, `conflict`, `already-applied`, `missing-prerequisite` or `error` |
+| `runs[].apply.detail` | one line saying how it went |
+| `runs[].apply.hunks[]` | `{file, index, header, expected_line, applied_line, offset, status, target_file}`; `status`: `ok`, `offset`, `three-way` or `failed` |
+| `runs[].apply.matches[]` | why it is already applied: `{how, commit, subject, upstream_commit, locations, score}`; `locations` are `file:first-last` |
+| `runs[].apply.prerequisites[]` | `{symbol, used_in, introduced_by, introduced_subject}` |
+| `runs[].apply.moved_files` | `[[path in the patch, path in the tree], ...]` |
+| `runs[].apply.patches` | series only: `[[subject, status, detail], ...]` per member |
+| `runs[].apply.written_against` | the base the patch names (`base-commit ...`, `index blobs ...`), or `null` |
+| `runs[].apply.base_matches` | whether the ref is that base: `true`, `false`, `null` (unknown) |
+| `runs[].apply.patched_commit` | the commit holding the patched tree, or `null` |
+| `runs[].checks[]` | one per property checked |
+| `runs[].checks[].id`, `.title` | `P1` ... `P9` and what the property says |
+| `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not run it) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
+| `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `error`, `n/a` |
+| `runs[].checks[].detail` | one line |
+| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output |
+| `runs[].checks[].findings[]` | `{title, text, table}`; `table` is a list of rows, the first the header (P4: pages walked) |
+| `runs[].verdict` | this ref's verdict (values as `verdict`) |
+| `runs[].notes[]` | remarks: why no check ran, what the tree lacks |
+"""  # noqa: E501  (Markdown table rows: one per key)
+TOOL = "xen-verify"
+WIDTH = 76  # prose in report.md is wrapped here: mails are read as plain text
+SHORT = 10  # short sha length in the markdown table
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+JUNIT_XML = "junit.xml"
+
+
+def tool_version() -> str:
+    try:
+        from verifier import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover - the package always defines it
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version(TOOL)
+        except PackageNotFoundError:
+            return "unknown"
+
+
+# --------------------------------------------------------------------------- report.json
+
+
+def _patch_json(patch: Patch) -> dict[str, Any]:
+    meta = to_jsonable(patch.meta)
+    meta["files"] = [
+        {
+            "path": fc.path,
+            "old_path": fc.old_path,
+            "new_path": fc.new_path,
+            "hunks": fc.hunks,
+            "added": fc.added,
+            "removed": fc.removed,
+        }
+        for fc in patch.files
+    ]
+    try:
+        meta["functions"] = list(patch.functions)
+    except Exception:  # a diff the parser cannot read still gets reported
+        meta["functions"] = []
+    return meta
+
+
+def _apply_json(a: ApplyResult) -> dict[str, Any]:
+    return {
+        "status": str(a.status),
+        "detail": a.detail,
+        "hunks": to_jsonable(a.hunks),
+        "matches": to_jsonable(a.matches),
+        "prerequisites": to_jsonable(a.prerequisites),
+        "moved_files": to_jsonable(a.moved_files),
+        "patches": to_jsonable(a.patches),
+        "written_against": a.written_against,
+        "base_matches": a.base_matches,
+        "patched_commit": a.patched_commit,
+    }
+
+
+def _check_json(c: CheckResult) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "title": c.title,
+        "base": str(c.base),
+        "patched": str(c.patched),
+        "change": c.change,
+        "detail": c.detail,
+        "evidence": to_jsonable(c.evidence) if c.evidence is not None else None,
+        "findings": to_jsonable(c.findings),
+    }
+
+
+def _run_json(r: RunResult) -> dict[str, Any]:
+    return {
+        "ref": r.ref,
+        "commit": r.commit,
+        "subject": r.subject,
+        "tree": r.tree,
+        "apply": _apply_json(r.apply),
+        "checks": [_check_json(c) for c in r.checks],
+        "verdict": str(r.verdict),
+        "notes": list(r.notes),
+    }
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """The report as JSON values; see the module docstring for every key."""
+    patches = report.series.patches
+    first = patches[0].meta if patches else None
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": TOOL, "version": tool_version(), "command": report.command},
+        "patch": {
+            "subject": report.series.subject if patches else "",
+            "source": first.source if first else "",
+            "kind": first.kind if first else "",
+            "author": first.author if first else None,
+            "date": first.date if first else None,
+            "message_id": first.message_id if first else None,
+            "version": first.version if first else None,
+            "trailers": [list(t) for t in first.trailers] if first else [],
+            "base_commit": first.base_commit if first else None,
+            "patches": [_patch_json(p) for p in patches],
+        },
+        "verdict": str(report.verdict),
+        "runs": [_run_json(r) for r in report.runs],
+    }
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _check_ids(runs: Iterable[RunResult]) -> list[str]:
+    """Check ids present in any run, P1 < P2 < P10."""
+    ids = {c.id for r in runs for c in r.checks}
+
+    def key(i: str) -> tuple[str, int, str]:
+        m = re.fullmatch(r"(\D*)(\d+)(.*)", i)
+        return (m.group(1), int(m.group(2)), m.group(3)) if m else (i, 0, "")
+
+    return sorted(ids, key=key)
+
+
+def _labels(runs: Sequence[RunResult]) -> list[str]:
+    """The ref as written; a ref given for two trees also names its tree (or commit)."""
+    refs = [r.ref for r in runs]
+    out = []
+    for r in runs:
+        if refs.count(r.ref) > 1:
+            out.append(f"{r.ref} [{r.tree or _short(r.commit)}]")
+        else:
+            out.append(r.ref)
+    return out
+
+
+def _short(sha: str | None) -> str:
+    return (sha or "")[:SHORT] or "-"
+
+
+def _counts(verdicts: Iterable[Verdict]) -> dict[Verdict, int]:
+    counts = {v: 0 for v in Verdict}
+    for v in verdicts:
+        counts[v] += 1
+    return counts
+
+
+def _verdict_word(v: Verdict) -> str:
+    return {Verdict.NOT_APPLICABLE: "not applicable"}.get(v, str(v))
+
+
+def summary_line(report: Report) -> str:
+    """``xen-verify: PASS on 3 of 4 refs (1 not applicable)``."""
+    runs = report.runs
+    v = report.verdict
+    if not runs:
+        return f"{TOOL}: {str(v).upper()}: no ref was checked"
+    counts = _counts(r.verdict for r in runs)
+    others = [
+        f"{counts[o]} {_verdict_word(o)}"
+        for o in (Verdict.FAIL, Verdict.ERROR, Verdict.PASS, Verdict.NOT_APPLICABLE)
+        if o is not v and counts[o]
+    ]
+    line = f"{TOOL}: {str(v).upper()} on {counts[v]} of {len(runs)} refs"
+    if others:
+        line += f" ({', '.join(others)})"
+    regressions = sum(c.change == "REGRESSION" for r in runs for c in r.checks)
+    if regressions:
+        line += f"; {regressions} regression{'s' if regressions > 1 else ''}"
+    return line
+
+
+# Table cells for a check: short, so that nine checks still fit a mail.
+CELL = {
+    "pass": "ok",
+    "fixed": "FIX",
+    "REGRESSION": "REGR",
+    "fails as on base": "fail",
+    "fail": "FAIL",
+    "error": "err",
+    "n/a": "n/a",
+}
+CELL_LEGEND = {
+    "ok": "passes",
+    "FIX": "fails on the base, passes with the patch",
+    "REGR": "passes on the base, FAILS with the patch (regression)",
+    "fail": "fails on the base and with the patch",
+    "FAIL": "fails with the patch",
+    "err": "the check could not run",
+    "n/a": "does not apply here",
+    "-": "not run",
+}
+
+
+def _cell(c: CheckResult | None) -> str:
+    if c is None:
+        return "-"
+    return CELL.get(c.change, c.change)
+
+
+def _failing(c: CheckResult) -> bool:
+    return c.patched in (Outcome.FAIL, Outcome.ERROR)
+
+
+# --------------------------------------------------------------------------- report.md
+
+
+def _wrap(text: str, indent: str = "", first: str | None = None) -> list[str]:
+    """Wrap prose at WIDTH; paths and other long words are never split."""
+    lines: list[str] = []
+    for para in text.splitlines() or [""]:
+        if not para.strip():
+            lines.append("")
+            continue
+        lines.extend(
+            textwrap.wrap(
+                para,
+                width=WIDTH,
+                initial_indent=first if first is not None and not lines else indent,
+                subsequent_indent=indent,
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
+    return lines
+
+
+def _cell_text(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    """A Markdown table with aligned columns (it is read as plain text too)."""
+    if not rows:
+        return []
+    cells = [[_cell_text(str(c)) for c in row] for row in rows]
+    ncol = max(len(r) for r in cells)
+    cells = [r + [""] * (ncol - len(r)) for r in cells]
+    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(ncol)]
+
+    def line(r: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+
+    out = [line(cells[0]), "| " + " | ".join("-" * w for w in widths) + " |"]
+    out.extend(line(r) for r in cells[1:])
+    return [ln.rstrip() for ln in out]
+
+
+def _ref_tables(report: Report, labels: list[str]) -> list[str]:
+    ids = _check_ids(report.runs)
+    rows = []  # [ref, commit, apply], [check cells], verdict
+    for label, r in zip(labels, report.runs, strict=True):
+        by_id = {c.id: c for c in r.checks}
+        verdict = "n/a" if r.verdict is Verdict.NOT_APPLICABLE else str(r.verdict).upper()
+        rows.append(([label, _short(r.commit), str(r.apply.status)],
+                     [_cell(by_id.get(i)) for i in ids], verdict))
+    head = ["ref", "commit", "apply"]
+    short = _table([[*head, "verdict"], *[[*b, v] for b, _, v in rows]])
+    out: list[str] = []
+    if not ids:
+        out += short
+        out.append("")
+        out += _wrap(_no_checks_reason(report))
+        return out
+    one = _table([[*head, *ids, "verdict"], *[[*b, *c, v] for b, c, v in rows]])
+    if max(len(ln) for ln in one) <= 80:
+        out += one
+    else:  # too wide for a mail: the checks get a table of their own, keyed by ref
+        out += short
+        out.append("")
+        out += _table([["ref", *ids], *[[b[0], *c] for b, c, _ in rows]])
+    check_cells = [c for _, c, _ in rows]
+    used = {cell for row in check_cells for cell in row}
+    out.append("")
+    legend = "; ".join(f"{k} {v}" for k, v in CELL_LEGEND.items() if k in used)
+    out += _wrap(legend + ".")
+    titles: dict[str, str] = {}
+    for r in report.runs:
+        for c in r.checks:
+            titles.setdefault(c.id, c.title)
+    out.append("")
+    width = max(len(i) for i in ids)
+    for i in ids:
+        out += _wrap(titles[i], indent=" " * (width + 3), first=f"  {i.ljust(width)} ")
+    return out
+
+
+def _no_checks_reason(report: Report) -> str:
+    if "--no-checks" in report.command.split():
+        return "No checks were run (--no-checks)."
+    funcs: list[str] = []
+    for p in report.series.patches:
+        with contextlib.suppress(Exception):  # an unreadable diff still gets its report
+            funcs += [f for f in p.functions if f not in funcs]
+    notes = sorted({n for r in report.runs for n in r.notes if "check" in n.lower()})
+    text = "No check pack applies to this patch"
+    if funcs:
+        text += f" (functions touched: {', '.join(funcs)})"
+    text += ": only how it applies is reported."
+    if notes:
+        text += " " + " ".join(n.rstrip(".") + "." for n in notes)
+    return text
+
+
+def _hunk_line(h: HunkResult) -> str:
+    path = h.target_file or h.file
+    ctx = h.header.split("@@")[-1].strip() if h.header.count("@@") >= 2 else ""
+    where = f"{path} hunk #{h.index}" + (f" ({_func_name(ctx)})" if ctx else "")
+    if h.status == "failed":
+        return f"{where}: FAILS, expected at line {h.expected_line}"
+    if h.status == "three-way":
+        at = f" at line {h.applied_line}" if h.applied_line else ""
+        return f"{where}: merged three-way{at}"
+    if h.offset:
+        return f"{where}: line {h.expected_line} -> {h.applied_line} (offset {h.offset:+d})"
+    return f"{where}: applies at line {h.applied_line or h.expected_line}"
+
+
+def _func_name(ctx: str) -> str:
+    m = re.search(r"(\w+)\s*\(", ctx)
+    return m.group(1) if m else ctx[:40]
+
+
+def _apply_lines(a: ApplyResult) -> list[str]:
+    out = _wrap(f"Apply: {a.status} - {a.detail}", indent="  ")
+    if a.patches:
+        for n, (subj, status, detail) in enumerate(a.patches, 1):
+            out += _wrap(f"{n}/{len(a.patches)} {subj}: {status}"
+                         + (f" - {detail}" if status not in ("clean",) else ""),
+                         indent="      ", first="  - ")
+    for src, dst in a.moved_files:
+        out += _wrap(f"moved: {src} is now {dst}", indent="    ", first="  - ")
+    if a.hunks and any(h.status != "ok" or h.offset for h in a.hunks):
+        for h in a.hunks:
+            out += _wrap(_hunk_line(h), indent="    ", first="  - ")
+    for m in a.matches:
+        text = f"already there ({m.how})"
+        if m.commit:
+            text += f": {m.commit[:12]}"
+            if m.subject:
+                text += f' "{m.subject}"'
+        if m.upstream_commit:
+            text += f", upstream commit {m.upstream_commit[:12]}"
+        if m.score is not None:
+            text += f", {round(m.score * 100)}% of its distinctive added lines"
+        if m.locations:
+            text += f", at {', '.join(m.locations)}"
+        out += _wrap(text, indent="    ", first="  - ")
+    for p in a.prerequisites:
+        text = f"missing: {p.symbol} (used in {p.used_in})"
+        if p.introduced_by:
+            text += f", introduced by {p.introduced_by[:12]}"
+            if p.introduced_subject:
+                text += f' "{p.introduced_subject}"'
+        else:
+            text += ", introducing commit unknown"
+        out += _wrap(text, indent="    ", first="  - ")
+    if a.written_against:
+        is_base = {True: "this ref is that base", False: "this ref is NOT that base",
+                   None: "whether this ref is that base is unknown"}[a.base_matches]
+        out += _wrap(f"written against {a.written_against}: {is_base}",
+                     indent="    ", first="  - ")
+    return out
+
+
+def _ref_section(label: str, r: RunResult) -> list[str]:
+    out = [f"### {label}: {str(r.verdict).upper()}", ""]
+    commit = r.commit or "(did not resolve)"
+    out += _wrap(f"Commit: {commit}" + (f' "{r.subject}"' if r.subject else ""), indent="  ")
+    if r.tree:
+        out += _wrap(f"Tree: {r.tree}", indent="  ")
+    out += _apply_lines(r.apply)
+    for n in r.notes:
+        out += _wrap(f"Note: {n}", indent="  ")
+    return out
+
+
+def _evidence_lines(c: CheckResult) -> list[str]:
+    out: list[str] = []
+    ev = c.evidence
+    if ev is None:
+        return out
+    if ev.trace:
+        out += ["", "  Trace:", ""]
+        width = len(str(len(ev.trace)))
+        out += [f"      {str(n).rjust(width)}. {op}" for n, op in enumerate(ev.trace, 1)]
+    if ev.state:
+        out.append("")
+        out += _wrap(f"State: {ev.state}", indent="    ", first="  ")
+    if ev.locations:
+        out.append("")
+        out += _wrap(f"At: {', '.join(ev.locations)}", indent="    ", first="  ")
+    if ev.output:
+        lines = ev.output.strip("\n").splitlines()
+        if len(lines) > 20:
+            lines = [*lines[:20], f"[... {len(lines) - 20} more lines]"]
+        out += ["", "  Output:", ""] + [f"      {ln}" for ln in lines]
+    return out
+
+
+def _kind(c: CheckResult) -> str:
+    return "ERROR" if c.patched is Outcome.ERROR else c.change
+
+
+def _failure_block(label: str, r: RunResult, checks: Sequence[CheckResult]) -> list[str]:
+    """One failing check with its evidence, or several that failed alike without any."""
+    c = checks[0]
+    ids = id_ranges([x.id for x in checks])
+    out = [f"#### {_kind(c)}: {ids} on {label} ({_short(r.commit)})", ""]
+    if len(checks) == 1:  # several: their titles are listed under the table
+        out += _wrap(c.title, indent="  ", first="  ")
+    out.append(f"  base: {c.base}, patched: {c.patched}")
+    if c.detail:
+        out += _wrap(c.detail, indent="  ", first="  ")
+    out += _evidence_lines(c)
+    out.append("")
+    return out
+
+
+def _alike(a: CheckResult, b: CheckResult) -> bool:
+    """Failed the same way and nothing to show but the detail: one block says it all."""
+    return (a.evidence is None and b.evidence is None and _kind(a) == _kind(b)
+            and (a.base, a.patched, a.detail) == (b.base, b.patched, b.detail))
+
+
+def _failure_blocks(items: list[tuple[str, RunResult, CheckResult]]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(items):
+        lb, r, c = items[i]
+        group = [c]
+        while (i + len(group) < len(items) and items[i + len(group)][1] is r
+               and _alike(c, items[i + len(group)][2])):
+            group.append(items[i + len(group)][2])
+        out += _failure_block(lb, r, group)
+        i += len(group)
+    return out
+
+
+def id_ranges(ids: Sequence[str]) -> str:
+    """``P1,P2,P3,P5`` -> ``P1-P3,P5``."""
+    parts: list[list[str]] = []
+    prev: tuple[str, int] | None = None
+    for i in ids:
+        m = re.fullmatch(r"(\D*)(\d+)", i)
+        cur = (m.group(1), int(m.group(2))) if m else None
+        if cur and prev and parts and cur[0] == prev[0] and cur[1] == prev[1] + 1:
+            parts[-1][1:] = [i]
+        else:
+            parts.append([i])
+        prev = cur
+    return ",".join(p[0] if len(p) == 1 else f"{p[0]}-{p[1]}" for p in parts)
+
+
+def _finding_block(label: str, c: CheckResult, f: Finding) -> list[str]:
+    out = [f"#### {c.id} on {label}: {f.title}", ""]
+    if f.text:
+        out += _wrap(f.text, indent="  ", first="  ")
+    if len(f.table) > 1:  # a header alone says nothing
+        out.append("")
+        out += _table(f.table)
+    out.append("")
+    return out
+
+
+def render_markdown(report: Report) -> str:
+    """report.md: what a reviewer pastes, unedited, into a reply on xen-devel."""
+    labels = _labels(report.runs)
+    out = [summary_line(report), ""]
+
+    patches = report.series.patches
+    if patches:
+        first = patches[0].meta
+        out += _wrap(f"Patch:      {report.series.subject}", indent=" " * 12, first="")
+        if first.author:
+            out.append(f"Author:     {first.author}")
+        if first.date:
+            out.append(f"Date:       {first.date}")
+        if first.message_id:
+            out.append(f"Message-ID: {first.message_id}")
+        out.append("Version:    " + (f"v{first.version}" if first.version
+                                     else "v1 (the subject names no version)"))
+        out += _wrap(f"Source:     {first.source} ({first.kind})", indent=" " * 12, first="")
+        if len(patches) > 1:
+            out.append(f"Series:     {len(patches)} patches")
+            for n, p in enumerate(patches, 1):
+                out += _wrap(f"{n}/{len(patches)} {p.meta.subject}", indent=" " * 16,
+                             first=" " * 12)
+        out.append("")
+
+    if report.runs:
+        out += _ref_tables(report, labels)
+        out.append("")
+        out += ["## Refs", ""]
+        for label, r in zip(labels, report.runs, strict=True):
+            out += _ref_section(label, r)
+            out.append("")
+
+    regressions = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+                   if c.change == "REGRESSION"]
+    failures = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+                if _failing(c) and c.change != "REGRESSION"]
+    fixed = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+             if c.change == "fixed"]
+    if regressions:
+        out += ["## Regressions", ""]
+        out += _failure_blocks(regressions)
+    if failures:
+        out += ["## Other failing checks", ""]
+        out += _failure_blocks(failures)
+    if fixed:
+        out += ["## Fixed by the patch", ""]
+        for lb, _r, c in fixed:
+            text = f"{c.id} on {lb}: {c.title}" + (f" - {c.detail}" if c.detail else "")
+            out += _wrap(text, indent="    ", first="  - ")
+        out.append("")
+    findings = [(lb, c, f) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+                for f in c.findings]
+    if findings:
+        out += ["## Findings", ""]
+        for lb, c, f in findings:
+            out += _finding_block(lb, c, f)
+
+    out += ["Reproduce:", "", f"    {report.command}", ""]
+    text = "\n".join(ln.rstrip() for ln in out)
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+# --------------------------------------------------------------------------- junit.xml
+
+
+def _apply_case(suite: ET.Element, report: Report, r: RunResult) -> str:
+    name = f"apply: {report.series.subject}" if report.series.patches else "apply"
+    case = ET.SubElement(suite, "testcase", classname="apply", name=name)
+    a = r.apply
+    text = "\n".join(_apply_lines(a))
+    if a.status is ApplyStatus.CONFLICT:
+        ET.SubElement(case, "failure", message=a.detail, type=str(a.status)).text = text
+        return "failure"
+    if a.status is ApplyStatus.ERROR:
+        ET.SubElement(case, "error", message=a.detail, type=str(a.status)).text = text
+        return "error"
+    if a.status is ApplyStatus.MISSING_PREREQUISITE:
+        ET.SubElement(case, "skipped", message=a.detail).text = text
+        return "skipped"
+    ET.SubElement(case, "system-out").text = text
+    return "pass"
+
+
+def _check_text(c: CheckResult) -> str:
+    lines = [f"{c.id} {c.title}", f"base: {c.base}, patched: {c.patched} ({c.change})"]
+    if c.detail:
+        lines.append(c.detail)
+    lines += [ln[2:] if ln.startswith("  ") else ln for ln in _evidence_lines(c)]
+    return "\n".join(lines).strip() + "\n"
+
+
+def _check_case(suite: ET.Element, c: CheckResult) -> str:
+    case = ET.SubElement(suite, "testcase", classname=c.id, name=c.title)
+    message = c.detail or c.change
+    if c.patched is Outcome.FAIL:
+        ET.SubElement(case, "failure", message=message, type=c.change).text = _check_text(c)
+        return "failure"
+    if c.patched is Outcome.ERROR:
+        ET.SubElement(case, "error", message=message, type="error").text = _check_text(c)
+        return "error"
+    if c.patched is Outcome.NA:
+        ET.SubElement(case, "skipped", message=c.detail or "does not apply")
+        return "skipped"
+    ET.SubElement(case, "system-out").text = _check_text(c)
+    return "pass"
+
+
+def render_junit(report: Report) -> str:
+    """JUnit XML: a testsuite per ref, a testcase for the apply step and one per check."""
+    root = ET.Element("testsuites", name=TOOL)
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for name, r in zip(_labels(report.runs), report.runs, strict=True):
+        suite = ET.SubElement(root, "testsuite", name=name)
+        props = ET.SubElement(suite, "properties")
+        for k, v in (("ref", r.ref), ("commit", r.commit), ("subject", r.subject),
+                     ("tree", r.tree), ("apply", str(r.apply.status)),
+                     ("verdict", str(r.verdict))):
+            ET.SubElement(props, "property", name=k, value=v or "")
+        results = [_apply_case(suite, report, r)] + [_check_case(suite, c) for c in r.checks]
+        counts = {
+            "tests": len(results),
+            "failures": results.count("failure"),
+            "errors": results.count("error"),
+            "skipped": results.count("skipped"),
+        }
+        for k, v in counts.items():
+            suite.set(k, str(v))
+            totals[k] += v
+    for k, v in totals.items():
+        root.set(k, str(v))
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_reports(report: Report, out_dir: Path) -> list[Path]:
+    """Write report.json, report.md and junit.xml into out_dir, each atomically."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VerifyError(f"report directory {out_dir}: not a directory")
+    # Render everything before writing anything: a rendering error leaves old reports whole.
+    texts = [
+        (REPORT_JSON, json.dumps(report_json(report), indent=2, ensure_ascii=False) + "\n"),
+        (REPORT_MD, render_markdown(report)),
+        (JUNIT_XML, render_junit(report)),
+    ]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, text in texts:
+            path = out_dir / name
+            _write_atomic(path, text)
+            paths.append(path)
+    except OSError as e:
+        raise VerifyError(f"cannot write reports to {out_dir}: {e.strerror or e}") from e
+    return paths
+
+
+# --------------------------------------------------------------------------- terminal
+
+
+VERDICT_STYLE = {
+    Verdict.PASS: "bold green",
+    Verdict.FAIL: "bold red",
+    Verdict.ERROR: "bold magenta",
+    Verdict.NOT_APPLICABLE: "yellow",
+}
+
+
+def checks_summary(r: RunResult, sep: str = ", ") -> str:
+    """``REGRESSION P3, fixed P1, 7 pass`` for one run: what failed first, by id."""
+    if not r.checks:
+        return "no checks"
+    order = ["REGRESSION", "fails as on base", "fail", "error", "fixed", "pass", "n/a"]
+    groups: dict[str, list[str]] = {}
+    for c in r.checks:
+        label = "error" if c.patched is Outcome.ERROR else c.change
+        groups.setdefault(label, []).append(c.id)
+    parts = []
+    for label in sorted(groups, key=lambda k: order.index(k) if k in order else len(order)):
+        ids = groups[label]
+        if label in ("pass", "n/a"):
+            parts.append(f"{len(ids)} {label}")
+        else:
+            parts.append(f"{label} {id_ranges(ids)}")
+    return sep.join(parts)
+
+
+def print_summary(report: Report, console: Console | None = None) -> None:
+    """A short table in the terminal, each ref's apply detail and notes, the verdict line.
+
+    Plain text when not a TTY (no colour, ASCII table); nothing is cut short: what a
+    reviewer reads first (where the change was found, why no check ran) is printed whole.
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = console or Console()
+    table = Table(title=report.series.subject or None, title_justify="left", show_edge=False,
+                  box=box.SIMPLE_HEAD if console.is_terminal else box.ASCII)
+    table.add_column("ref", overflow="fold")
+    table.add_column("commit", no_wrap=True)
+    table.add_column("apply", no_wrap=True)
+    table.add_column("checks", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    labels = _labels(report.runs)
+    for label, r in zip(labels, report.runs, strict=True):
+        table.add_row(
+            label,
+            _short(r.commit),
+            str(r.apply.status),
+            checks_summary(r, sep="\n") or "-",
+            Text(str(r.verdict), style=VERDICT_STYLE[r.verdict]),
+        )
+    if report.runs:
+        console.print(table)
+        for label, r in zip(labels, report.runs, strict=True):
+            console.print(Text(f"{label}: {r.apply.detail}"), highlight=False)
+            for note in r.notes:
+                console.print(Text(f"  note: {note}", style="dim"), highlight=False)
+    console.print(Text(summary_line(report), style=VERDICT_STYLE[report.verdict]))
+
+
+__all__ = [
+    "SCHEMA",
+    "checks_summary",
+    "id_ranges",
+    "print_summary",
+    "render_junit",
+    "render_markdown",
+    "report_json",
+    "summary_line",
+    "write_reports",
+]

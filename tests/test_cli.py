@@ -177,3 +177,19 @@ def test_upstream_tree_classes(xen_git, test_cache, tmp_path):
             intro = {p["symbol"]: p["introduced_by"] for p in got["prerequisites"]}
             assert "m2p_strict" in intro and intro["m2p_strict"].startswith(commit), intro
     assert runs["stable-4.6"]["apply"]["matches"][0]["upstream_commit"].startswith("be05b5385f")
+
+
+@pytest.mark.upstream
+def test_upstream_committed_fix_as_git_rev(xen_git, test_cache, tmp_path):
+    """git:REV: the committed fix applies cleanly on its parent; 4.6 has it as a backport."""
+    out = tmp_path / "out"
+    r = run("check", "git:be05b5385f", "--repo", str(xen_git.git_dir), "--ref", "be05b5385f^",
+            "--ref", "stable-4.6", "--no-checks", "-q", "--report-dir", str(out),
+            cache=test_cache)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["patch"]["kind"] == "git"
+    parent, stable = report["runs"]
+    assert parent["apply"]["status"] == "clean"
+    assert stable["apply"]["status"] == "already-applied"
+    assert stable["apply"]["matches"][0]["how"] == "backport-marker"

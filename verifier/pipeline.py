@@ -104,8 +104,13 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
     jobs = [(source, ref) for source, refs in trees for ref in (refs or [source.default_ref])]
     for source, ref in jobs:
         resolve(source, ref)
-    runs = [verify_ref(series, source, ref, cache, checks=checks, progress=progress)
-            for source, ref in jobs]
+    runs = []
+    for n, (source, ref) in enumerate(jobs, 1):
+        say = progress
+        if progress and len(jobs) > 1:
+            def say(msg: str, _n: int = n) -> None:
+                progress(f"[{_n}/{len(jobs)}] {msg}")
+        runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=say))
     return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))
 
 

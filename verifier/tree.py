@@ -134,7 +134,8 @@ def open_url(url: str, cache: Path, progress: Callable[[str], None] | None = Non
             progress(f"cloning {url} (once; later runs fetch)")
         tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=dest.parent))
         try:
-            git.Repo.clone_from(url, tmp / "repo.git", bare=True, env=GIT_ENV)
+            git.Repo.clone_from(url, tmp / "repo.git", bare=True, env=GIT_ENV,
+                                progress=_CloneProgress(progress) if progress else None)
             os.replace(tmp / "repo.git", dest)
         except git.GitCommandError as e:
             raise VerifyError(f"--repo {url}: cannot clone: {_git_error(e)}") from None
@@ -147,6 +148,27 @@ def open_url(url: str, cache: Path, progress: Callable[[str], None] | None = Non
         description=f"clone of {url}",
         notes=tuple(notes),
     )
+
+
+class _CloneProgress(git.RemoteProgress):
+    """git's clone progress as a line per stage and every 10 %, not a flood."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        super().__init__()
+        self.say = say
+        self.last: tuple[int, int] = (-1, -1)
+
+    def update(self, op_code: int, cur_count: float | str, max_count: float | str | None = None,
+               message: str = "") -> None:
+        stage = op_code & self.OP_MASK
+        names = {self.COUNTING: "counting", self.COMPRESSING: "compressing",
+                 self.RECEIVING: "receiving", self.RESOLVING: "resolving"}
+        if stage not in names or not max_count:
+            return
+        tenth = int(10 * float(cur_count) / float(max_count))
+        if (stage, tenth) != self.last:
+            self.last = (stage, tenth)
+            self.say(f"clone: {names[stage]} objects {tenth * 10}% {message}".rstrip())
 
 
 def open_tree(spec: str, cache: Path, progress: Callable[[str], None] | None = None) -> TreeSource:

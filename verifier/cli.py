@@ -145,7 +145,12 @@ def _harness(args: argparse.Namespace) -> int:
             result = apply_series(series, co, progress)
             if progress:
                 progress(f"{ref}: {result.detail}")
-        out = write_harness(co.path, Path(args.out), commit=co.commit)
+            if result.patched_commit is None and str(result.status) != "already-applied":
+                raise VerifyError(f"{ref}: no patched tree to build a harness from: "
+                                  f"{result.detail}")
+        patched = " with " + ", ".join(args.patches) if args.patches else ""
+        label = f"{ref} ({co.commit[:12]}) of {source.location}{patched}"
+        out = write_harness(co.path, Path(args.out), commit=co.commit, label=label)
     print(f"harness for {ref} ({co.commit[:12]}) written to {out}; build with: sh {out}/build.sh")
     return EXIT_OK
 

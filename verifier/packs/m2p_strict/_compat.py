@@ -1,92 +1,22 @@
-"""The Target protocol and harness exceptions, from ``verifier.target`` when it exists.
+"""The harness interface the pack uses, from ``verifier.target``, plus small helpers.
 
-``verifier/target.py`` is owned by the harness. Until it exists (or where it lacks a
-name) this module supplies a copy of the interface described in the operations brief,
-so the pack can be developed and unit-tested on its own. Local stand-ins subclass the
-harness's own ``HarnessFailure`` when that exists, so ``except HarnessFailure`` in the
-scenarios catches both.
+The pack was written beside the harness against the same operations brief; now the
+harness exists, this module only re-exports its names (one definition of the
+protocol and of the failure classes) and adds helpers that read failures uniformly.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
-
-try:  # pragma: no cover - depends on the harness helper's progress
-    from verifier import target as _target
-except Exception:  # absent (ImportError) or broken: the pack still imports  # pragma: no cover
-    _target = None  # type: ignore[assignment]
-
-
-class _HarnessFailure(Exception):
-    """The code under test misbehaved: crash, hang, unexpected call, lock or list damage."""
-
-    def __init__(
-        self, message: str = "", *, trace: list[str] | None = None, location: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.trace: list[str] = list(trace or [])
-        self.location: str | None = location
-
-
-HarnessFailure: type[Exception] = getattr(_target, "HarnessFailure", _HarnessFailure)
-
-
-def _failure(name: str, doc: str) -> type[Exception]:
-    existing = getattr(_target, name, None)
-    if existing is not None:
-        return existing
-    base = HarnessFailure if HarnessFailure is not _HarnessFailure else _HarnessFailure
-    return type(name, (base,), {"__doc__": doc})
-
-
-HarnessCrash = _failure("HarnessCrash", "The harness died on a signal or sanitizer report.")
-HarnessHang = _failure("HarnessHang", "The harness did not return within its time limit.")
-UnexpectedCall = _failure("UnexpectedCall", "The code called a function nobody modelled.")
-LockImbalance = _failure("LockImbalance", "A lock was left held (or released twice) on return.")
-ListCorruption = _failure("ListCorruption", "d->page_list lost, duplicated or mislinked a page.")
-
-
-class _HarnessError(Exception):
-    """The tool could not run the check (not a failure of the code under test)."""
-
-
-HarnessError: type[Exception] = getattr(_target, "HarnessError", _HarnessError)
-
-
-@runtime_checkable
-class Target(Protocol):
-    """What a live harness and the reference model both offer (see the operations brief)."""
-
-    revision: str
-    constants: dict[str, Any]
-
-    def reset(
-        self, nr_pages: int, *, pv: bool = True, pv32: bool = False, vm_assist: int = 0
-    ) -> None: ...
-
-    def pin_l4(self, mfn: int, *, preemptible: bool = True) -> int: ...
-
-    def unpin_l4(self, mfn: int, *, preemptible: bool = True) -> int: ...
-
-    def set_info_guest(
-        self, *, vcpu: int = 0, vm_assist: int, self_domain: bool = False
-    ) -> int: ...
-
-    def fill_ro_mpt(self, mfn: int) -> int | None: ...
-
-    def set_slot(self, mfn: int, value: int) -> None: ...
-
-    def set_preempt(self, mode: str, n: int = 0) -> None: ...
-
-    def inject(self, fn: str, *, entry: int, rc: int) -> None: ...
-
-    def hold_page_lock(self, mfn: int, held: bool = True) -> None: ...
-
-    def state(self) -> dict: ...
-
-
-if _target is not None and hasattr(_target, "Target"):  # pragma: no cover
-    Target = _target.Target  # type: ignore[misc]
+from verifier.target import (
+    HarnessCrash,
+    HarnessError,
+    HarnessFailure,
+    HarnessHang,
+    ListCorruption,
+    LockImbalance,
+    Target,
+    UnexpectedCall,
+)
 
 
 def make_failure(

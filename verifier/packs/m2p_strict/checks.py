@@ -707,8 +707,9 @@ def _mutation_note(factory: Callable[..., Any], tree: Path, cache: Path, as_is: 
         proof = mutation_proof(mutated)
     finally:
         _close(mutated)
-    verdict = "P1 fails with the fixup disabled" if proof.p1_failed else "NO TEETH"
-    return f"m2p-strict mutation proof: {verdict}: {proof.detail}"
+    if not proof.p1_failed:
+        return f"m2p-strict mutation proof: NO TEETH: {proof.detail}"
+    return f"m2p-strict mutation proof: {proof.detail}"
 
 
 def _combine(

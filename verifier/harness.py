@@ -1,0 +1,347 @@
+"""Render the harness (Jinja2 templates + the tree's verbatim text) and build it with gcc.
+
+``generate`` produces three files: ``env.h`` (the instrumented environment),
+``pieces.c`` (the tree's constants and functions, with ``#line`` provenance, plus
+auto-stubs) and ``driver.c`` (the line protocol the target speaks). Free identifiers
+are found with pycparser (``extract.analyse``): a tree macro is added to the constant
+closure, a callee nobody provides becomes an auto-stub, anything else is an error.
+``build`` compiles with ASan/UBSan into an executable cached by content hash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from verifier import extract
+from verifier.extract import Extracted
+from verifier.model import VerifyError
+from verifier.target import HarnessError
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "harness_templates"
+CFLAGS = (
+    "-std=gnu11",
+    "-g",
+    "-O1",
+    "-fsanitize=address,undefined",
+    "-fno-sanitize-recover=undefined",
+    "-fno-omit-frame-pointer",
+    "-Wall",
+    "-Wno-unused-variable",
+    "-Wno-unused-but-set-variable",
+    "-Wno-unused-function",
+    "-Werror=implicit-function-declaration",
+)
+MAX_PAGES = 16384  # P4 sizes domains up to 16384 pages (64 MiB of simulated memory)
+
+# Constants every harness needs from the tree (the rest follow from analysis).
+BASE_CONSTANTS = [
+    "PGT_type_mask",
+    "PGT_l4_page_table",
+    "PGT_validated",
+    "PGT_partial",
+    "PGT_locked",
+    "PGT_pinned",
+    "PGT_count_mask",
+    "RO_MPT_VIRT_START",
+    "l4_table_offset",
+    "VMASST_TYPE_m2p_strict",
+    "ERESTART",
+    "EINTR",
+]
+# Mutations for the check pack's proof that its checks have teeth.
+MUTATIONS = {None, "no-fixup"}  # no-fixup: the restore walk's fill_ro_mpt fills nothing
+OPTIONAL_CONSTANTS = {"VMASST_TYPE_m2p_strict"}  # absent before 4.6
+# Names the environment header provides (never taken from the tree).
+ENV_NAMES_SKIP = {"ASSERT", "BUG_ON", "BUG", "NULL", "true", "false", "bool", "current"}
+
+
+@dataclass
+class HarnessSources:
+    files: dict[str, str]
+    label: str
+    pieces: dict[str, Extracted | None]
+    stubs: list[str] = field(default_factory=list)
+    macros_added: list[str] = field(default_factory=list)
+    normalisations: dict[str, int] = field(default_factory=dict)
+    real_pin: bool = False  # the tree's L4 validator/devalidator/slot initialiser compiled in
+
+    @property
+    def key(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self.files):
+            h.update(name.encode() + b"\0" + self.files[name].encode() + b"\0")
+        h.update(" ".join(CFLAGS).encode())
+        return h.hexdigest()[:20]
+
+
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def _fix_self_lines(text: str) -> str:
+    out = []
+    for i, line in enumerate(text.split("\n"), start=1):
+        out.append(line.replace("@@SELF@@", str(i + 1)))
+    return "\n".join(out)
+
+
+def _nparams(piece: Extracted | None) -> int:
+    if piece is None:
+        return 0
+    head = piece.text.split("{", 1)[0]
+    return head[head.index("(") :].count(",") + 1
+
+
+def _fill_void(piece: Extracted | None) -> bool:
+    if piece is None:
+        return False
+    head = piece.text.split("fill_ro_mpt", 1)[0]
+    return head.strip().split()[-1:] == ["void"]
+
+
+def render(
+    pieces: dict[str, Extracted | None],
+    constants_text: str,
+    label: str,
+    stubs: list[str] | None = None,
+    commit: str | None = None,
+    mutate: str | None = None,
+    real_pin: bool = False,
+) -> dict[str, str]:
+    if mutate not in MUTATIONS:
+        known = sorted(m for m in MUTATIONS if m)
+        raise HarnessError(f"unknown mutation {mutate!r} (known: {known})")
+    env = _env()
+    fixup = pieces.get("restore_fixup")
+    fixup_locals: list[str] = []
+    if fixup is not None:
+        for decl in fixup.locals:
+            fixup_locals.extend(
+                n.strip("*") for n in extract._IDENT.findall(decl.split("[")[0])[-1:]
+            )
+    all_text = "\n".join(p.text for p in pieces.values() if p is not None)
+    ctx = dict(
+        tree_label=label,
+        max_pages=MAX_PAGES,
+        constants=constants_text,
+        stubs=sorted(stubs or []),
+        page_lock=pieces.get("page_lock"),
+        page_unlock=pieces.get("page_unlock"),
+        fill=pieces.get("fill_ro_mpt"),
+        fill_void=_fill_void(pieces.get("fill_ro_mpt")),
+        fixup=fixup,
+        fixup_locals=fixup_locals,
+        fixup_walk=extract.has_walk(fixup),
+        has_counter="nr_l4_pages" in all_text,
+        commit_note=f", commit {commit}" if commit else "",
+        mutate=mutate,
+        validate=pieces.get("l4_validate") if real_pin else None,
+        devalidate=pieces.get("l4_devalidate"),
+        slot_init=pieces.get("l4_slot_init"),
+        validate_preemptible=_nparams(pieces.get("l4_validate")) > 1,
+        devalidate_preemptible=_nparams(pieces.get("l4_devalidate")) > 1,
+    )
+    return {
+        "env.h": env.get_template("env.h.j2").render(**ctx),
+        "pieces.c": _fix_self_lines(env.get_template("pieces.c.j2").render(**ctx)),
+        "driver.c": env.get_template("driver.c.j2").render(**ctx),
+    }
+
+
+def generate(
+    tree: Path | None,
+    pieces: dict[str, Extracted | None] | None = None,
+    *,
+    commit: str | None = None,
+    label: str = "",
+    constants_text: str | None = None,
+    mutate: str | None = None,
+    real_pin: bool = False,
+) -> HarnessSources:
+    """Harness sources for ``tree`` (roles found there unless ``pieces`` is given).
+
+    ``constants_text`` replaces the tree's constants (used by tests with their own
+    tiny C fixtures and no tree).
+    """
+    if pieces is None:
+        if tree is None:
+            raise HarnessError("no tree and no pieces: nothing to build a harness from")
+        try:
+            pieces = extract.find_roles(Path(tree), commit)
+        except HarnessError:
+            raise
+        except VerifyError as e:
+            raise HarnessError(f"no harness for {tree}: {e}") from None
+    label = label or (str(tree) if tree is not None else "fixture")
+    names = list(BASE_CONSTANTS) + (["ROOT_PAGETABLE_PV_XEN_SLOTS"] if real_pin else [])
+    stubs: list[str] = []
+    added: list[str] = []
+    norms: dict[str, int] = {}
+    import tempfile
+
+    env_names = set(re.findall(r"^#define (\w+)", (TEMPLATES / "env.h.j2").read_text(), re.M))
+    sources = tuple(sorted({p.file for p in pieces.values() if p is not None}))
+    for _round in range(6):
+        if constants_text is not None:
+            consts = constants_text
+        else:
+            c = extract.constants(
+                Path(tree), names, env_names, sources  # type: ignore[arg-type]
+            )
+            if any(n in c.missing for n in BASE_CONSTANTS if n not in OPTIONAL_CONSTANTS):
+                missing = [n for n in BASE_CONSTANTS if n in c.missing]
+                raise HarnessError(f"{tree}: constants not found in the tree's headers: {missing}")
+            consts = c.render()
+        if real_pin and any(
+            pieces.get(r) is None for r in ("l4_validate", "l4_devalidate", "l4_slot_init")
+        ):
+            raise HarnessError("real_pin: the tree lacks one of the L4 validation roles")
+        files = render(pieces, consts, label, stubs, commit, mutate, real_pin)
+        with tempfile.TemporaryDirectory(prefix="xv-an-") as td:
+            (Path(td) / "env.h").write_text(files["env.h"])
+            try:
+                pre = extract.preprocess(files["pieces.c"], Path(td))
+                analysis = extract.analyse(pre)
+            except Exception as e:
+                # Let gcc say where (it reports against the tree's file:line via #line).
+                raise HarnessError(
+                    _gcc_syntax_error(files, Path(td))
+                    or f"analysis of the harness unit failed: {e}"
+                ) from None
+        norms = analysis.normalisations
+        index: dict = {}
+        if constants_text is None:
+            index = dict(extract._define_index(Path(tree)))
+            for rel in sources:
+                index.update({k: v for k, v in extract.file_defines(Path(tree), rel).items()
+                              if k not in index})
+        new_macros = sorted(
+            n for n in analysis.free if n in index and n not in names and n not in ENV_NAMES_SKIP
+        )
+        new_stubs = sorted(
+            n for n in analysis.called if n not in index and n not in stubs
+            and not n.startswith("__")
+        )
+        unknown = sorted(
+            n for n in analysis.free - analysis.called
+            if n not in index and not n.startswith("__")
+        )
+        if unknown:
+            raise HarnessError(
+                "identifiers neither provided by the environment, the tree's headers nor "
+                f"a callable stub: {', '.join(unknown)}"
+            )
+        if not new_macros and not new_stubs:
+            return HarnessSources(files, label, pieces, stubs, added, norms, real_pin)
+        names.extend(new_macros)
+        added.extend(new_macros)
+        stubs.extend(new_stubs)
+    raise HarnessError("free-identifier analysis did not settle after 6 rounds")
+
+
+def _gcc_syntax_error(files: dict[str, str], where: Path) -> str | None:
+    """gcc's first error for the unit, or None when it compiles."""
+    (where / "pieces.c").write_text(files["pieces.c"])
+    proc = subprocess.run(
+        ["gcc", "-std=gnu11", "-fsyntax-only", "-Werror=implicit-function-declaration",
+         "pieces.c"],
+        cwd=where, capture_output=True, text=True, timeout=120,
+    )
+    if proc.returncode == 0:
+        return None
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln][:3]
+    return "harness does not compile: " + " | ".join(errors)
+
+
+def fixture_pieces(*paths: Path, role: str = "fill_ro_mpt") -> dict[str, Extracted | None]:
+    """Roles from small C files written for tests (not Xen text): one function each."""
+    pieces: dict[str, Extracted | None] = {r: None for r in extract.ROLES}
+    pieces["page_unlock"] = None
+    for path in paths:
+        text = Path(path).read_text()
+        lines = text.rstrip("\n").split("\n")
+        first = next(i for i, ln in enumerate(lines, 1) if ln and not ln.startswith(("/*", " *")))
+        name = role
+        pieces[role] = Extracted(
+            role=role, name=name, file=str(path), first_line=first, last_line=len(lines),
+            text="\n".join(lines[first - 1 :]), kind="function",
+        )
+    return pieces
+
+
+def gcc_command(out: str = "driver") -> list[str]:
+    return ["gcc", *CFLAGS, "-o", out, "pieces.c", "driver.c"]
+
+
+def write_sources(src: HarnessSources, out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in src.files.items():
+        (out_dir / name).write_text(text)
+    script = out_dir / "build.sh"
+    script.write_text(
+        "#!/bin/sh\n# Rebuild the xen-verify harness for " + src.label + "\nset -e\n"
+        'cd "$(dirname "$0")"\n' + shlex.join(gcc_command()) + "\n"
+    )
+    script.chmod(0o755)
+    return out_dir
+
+
+@dataclass
+class Built:
+    exe: Path
+    sources: HarnessSources
+    seconds: float
+    cached: bool
+
+
+def build(src: HarnessSources, cache_dir: Path) -> Built:
+    """Compile ``src`` (or reuse the cached executable with the same content hash)."""
+    d = Path(cache_dir) / f"harness-{src.key}"
+    exe = d / "driver"
+    if exe.exists():
+        return Built(exe, src, 0.0, True)
+    tmp = Path(cache_dir) / f".build-{src.key}-{os.getpid()}"
+    write_sources(src, tmp)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(
+            gcc_command(), cwd=tmp, capture_output=True, text=True, timeout=300
+        )
+    except FileNotFoundError:
+        raise HarnessError("gcc not found: the harness needs gcc") from None
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln][:5]
+        raise HarnessError(
+            f"harness build failed ({tmp}): " + (" | ".join(errors) or proc.stderr[-500:])
+        )
+    seconds = time.monotonic() - t0
+    with contextlib.suppress(OSError):  # another process may have built the same key
+        tmp.rename(d)
+    return Built(exe if exe.exists() else tmp / "driver", src, seconds, False)
+
+
+def write_harness(
+    tree: Path, out_dir: Path, commit: str | None = None, label: str = ""
+) -> Path:
+    """Write the generated sources and build.sh for ``tree`` into ``out_dir``.
+
+    ``label`` names the tree in the files (``ref (sha) of repo``): ``tree`` may be a
+    worktree that is gone by the time a reviewer reads them.
+    """
+    return write_sources(generate(Path(tree), commit=commit, label=label), Path(out_dir))

@@ -11,6 +11,7 @@ closure, a callee nobody provides becomes an auto-stub, anything else is an erro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -59,7 +60,23 @@ BASE_CONSTANTS = [
     "EINTR",
 ]
 # Mutations for the check pack's proof that its checks have teeth.
-MUTATIONS = {None, "no-fixup"}  # no-fixup: the restore walk's fill_ro_mpt fills nothing
+# Buggy variants of the fix, made at run time from the tree's own fixup text (so no Xen
+# text is kept here): each pattern is replaced on its own line, keeping line numbers,
+# and a mutation that does not match a tree is refused rather than silently inert.
+FIXUP_MUTATIONS: dict[str, tuple[str, str]] = {
+    # the -ERESTART path returns with page_alloc_lock still held (P3: lock balance)
+    "leak-alloc-lock": (r"^(\s*)(?:spin_unlock_recursive|rspin_unlock)\(&d->page_alloc_lock\);",
+                        r"\1/* MUTATION leak-alloc-lock */"),
+    # the walk never yields to a pending preemption (P3: bounded batches)
+    "no-preempt": (r"hypercall_preempt_check\(\)", "0 /* MUTATION no-preempt */"),
+    # a domain setting its own context walks too (P8: scope)
+    "own-domain": (r"d != current->domain &&", "/* MUTATION own-domain */"),
+    # a page taken off d->page_list is not put back (P3: page-list integrity)
+    "drop-page": (r"^(\s*)page_list_add_tail\(page, &d->page_list\);",
+                  r"\1/* MUTATION drop-page */"),
+}
+# no-fixup: the restore walk's fill_ro_mpt fills nothing (the pack's mutation proof)
+MUTATIONS = {None, "no-fixup", *FIXUP_MUTATIONS}
 OPTIONAL_CONSTANTS = {"VMASST_TYPE_m2p_strict"}  # absent before 4.6
 # Names the environment header provides (never taken from the tree).
 ENV_NAMES_SKIP = {"ASSERT", "BUG_ON", "BUG", "NULL", "true", "false", "bool", "current"}
@@ -115,6 +132,17 @@ def _fill_void(piece: Extracted | None) -> bool:
     return head.strip().split()[-1:] == ["void"]
 
 
+def _mutated(fixup: Extracted | None, name: str) -> Extracted:
+    """The fixup statement with one of FIXUP_MUTATIONS applied (refused if it does not match)."""
+    if fixup is None or not extract.has_walk(fixup):
+        raise HarnessError(f"mutation {name}: this tree has no restore walk to mutate")
+    pattern, repl = FIXUP_MUTATIONS[name]
+    text, n = re.subn(pattern, repl, fixup.text, flags=re.MULTILINE)
+    if n == 0:
+        raise HarnessError(f"mutation {name} does not match {fixup.location}")
+    return dataclasses.replace(fixup, text=text, notes=(*fixup.notes, f"mutation {name}"))
+
+
 def render(
     pieces: dict[str, Extracted | None],
     constants_text: str,
@@ -129,6 +157,8 @@ def render(
         raise HarnessError(f"unknown mutation {mutate!r} (known: {known})")
     env = _env()
     fixup = pieces.get("restore_fixup")
+    if mutate in FIXUP_MUTATIONS:
+        fixup = _mutated(fixup, mutate)
     fixup_locals: list[str] = []
     if fixup is not None:
         for decl in fixup.locals:

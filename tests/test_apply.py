@@ -155,3 +155,13 @@ def test_series_stops_at_the_first_conflict(toy, tmp_path):
     # The same patch twice: the second finds its change already there.
     assert [s for _, s, _ in result.patches] == ["clean", "already-applied"]
     assert result.status is ApplyStatus.CLEAN
+
+
+def test_error_when_git_cannot_say_why_it_fails(toy, tmp_path):
+    """A failure that is no hunk's (the target is a directory): error, with git's reason."""
+    p = tmp_path / "dir.patch"
+    p.write_text("--- a/hv\n+++ b/hv\n@@ -1 +1 @@\n-x\n+y\n")
+    result, _ = _apply(toy, "master", patch_arg=str(p))
+    assert result.status is ApplyStatus.ERROR
+    assert "hv" in result.detail and "\n" not in result.detail
+    assert result.patched_commit is None

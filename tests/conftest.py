@@ -126,6 +126,14 @@ def xen_tree_pre(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="session")
+def xen_tree_46(request: pytest.FixtureRequest) -> Path:
+    """stable-4.6: the fix as backported (cf5273420a), bool_t and unsigned long mfns."""
+    if os.environ.get("XEN_TREE_46"):
+        return Path(os.environ["XEN_TREE_46"])
+    return request.getfixturevalue("upstream_tree")("stable-4.6")
+
+
+@pytest.fixture(scope="session")
 def xen_tree_seed(request: pytest.FixtureRequest, test_cache: Path) -> Iterator[Path]:
     """Upstream just before the fix, with the seed (v1) applied by the tool."""
     if os.environ.get("XEN_TREE_SEED"):

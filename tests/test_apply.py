@@ -165,3 +165,17 @@ def test_error_when_git_cannot_say_why_it_fails(toy, tmp_path):
     assert result.status is ApplyStatus.ERROR
     assert "hv" in result.detail and "\n" not in result.detail
     assert result.patched_commit is None
+
+
+def test_conflict_blames_only_the_hunks_that_fail(toy, tmp_path):
+    """A second file that applies cleanly is not reported as failing with the first."""
+    _, patch, _ = toy
+    both = tmp_path / "both.patch"
+    both.write_text(patch.read_text() + (
+        "--- a/hv/mm.h\n+++ b/hv/mm.h\n@@ -1,2 +1,3 @@\n void frob_widget(int idx);\n"
+        " void count_fill(int idx);\n+int fill_slot(unsigned long addr, unsigned long value);\n"))
+    result, _ = _apply(toy, "clash", patch_arg=str(both))
+    assert result.status is ApplyStatus.CONFLICT
+    status = {(h.file, h.index): h.status for h in result.hunks}
+    assert status == {("hv/mm.c", 1): "failed", ("hv/mm.h", 1): "ok"}
+    assert "hv/mm.h" not in result.detail

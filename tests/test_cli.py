@@ -106,7 +106,10 @@ def test_unreachable_url_is_exit_2_and_caches_nothing(toy):
 
 
 def test_usage_errors_are_exit_2(tmp_path):
-    for args in ([], ["check"], ["frobnicate"], ["check", "x.patch", "--bogus"]):
+    seed = str(SEED_PATCH)
+    for args in ([], ["check"], ["frobnicate"], ["check", "x.patch", "--bogus"],
+                 ["check", seed, "--ref", "master", "--repo", "."],  # a --ref needs its tree
+                 ["check", "git:HEAD"]):  # git:REV needs a --repo to name the commit in
         r = run(*args, cache=tmp_path / "cache")
         assert r.returncode == 2, args
         assert len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)

@@ -171,6 +171,7 @@ TREES = {
     "414": ("XEN_TREE_414", "xen_tree_414"),
     "pre": ("XEN_TREE_PRE", "xen_tree_pre"),
     "seed": ("XEN_TREE_SEED", "xen_tree_seed"),
+    "46": ("XEN_TREE_46", "xen_tree_46"),
 }
 _targets: dict[str, HarnessTarget] = {}
 
@@ -194,7 +195,7 @@ def strict(t: HarnessTarget) -> int:
     return 1 << t.constants["m2p_strict_bit"]
 
 
-FIXED = ["417", "414", "seed"]
+FIXED = ["417", "414", "seed", "46"]
 
 
 @pytest.mark.parametrize("which", FIXED)

@@ -92,6 +92,7 @@ HUNK_CLEAN_RE = re.compile(r"^Hunk #(\d+) applied cleanly\.")
 HUNK_REJ_RE = re.compile(r"^Rejected hunk #(\d+)\.")
 CHECKING_RE = re.compile(
     r"^(?:Checking patch|Applying patch) (.+?)(?:\.\.\.| with \d+ rejects?\.\.\.)$")
+FILE_CLEAN_RE = re.compile(r"^Applied patch (.+?) cleanly\.$")
 NO_FILE_RE = re.compile(r"^error: (.+?): (?:No such file or directory|does not exist in index)$")
 
 
@@ -114,11 +115,14 @@ def _hunk_results(
 ) -> list[HunkResult]:
     """HunkResult per hunk from ``git apply -v`` (and ``--reject``) output."""
     groups = _per_file_lines(output)
+    clean_files = {m.group(1) for ln in output.splitlines() if (m := FILE_CLEAN_RE.match(ln))}
     results = []
     for h in hunks:
         target = moved.get(h.file, h.file)
         lines = groups.get(target, [])
-        status, applied, offset = ("ok" if rejected_ok else "failed"), None, 0
+        # A file git reports as applied cleanly has no failed hunk, whatever it printed.
+        ok = rejected_ok or target in clean_files
+        status, applied, offset = ("ok" if ok else "failed"), None, 0
         for line in lines:
             m = HUNK_OK_RE.match(line)
             if m and int(m.group(1)) == h.index:
@@ -135,7 +139,7 @@ def _hunk_results(
                 status = "failed"
                 break
         else:
-            if rejected_ok:
+            if ok:
                 applied = h.old_start
         if any(NO_FILE_RE.match(ln) and NO_FILE_RE.match(ln).group(1) == target for ln in lines):
             status, applied = "failed", None

@@ -25,7 +25,8 @@ class _Tree(argparse.Action):
         trees = getattr(ns, "trees", None) or []
         if option == "--ref":
             if not trees:
-                trees.append(TreeRequest("default", ""))
+                raise VerifyError(f"--ref {value}: put it after the --repo or --debian it "
+                                  "belongs to")
             trees[-1].refs.append(value)
         else:
             trees.append(TreeRequest("debian" if option == "--debian" else "repo", value))
@@ -109,6 +110,8 @@ def _check(args: argparse.Namespace) -> int:
     reqs = _trees(args)
     if args.report_dir and Path(args.report_dir).exists() and not Path(args.report_dir).is_dir():
         raise VerifyError(f"--report-dir {args.report_dir}: not a directory")
+    if any(p.startswith("git:") for p in args.patches) and reqs[0].kind != "repo":
+        raise VerifyError("git:REV names a commit of a repository: give it with --repo first")
     sources = [(open_source(r, cache, progress), r.refs) for r in reqs]
     first_git = sources[0][0].git_dir
     series = load_series(args.patches, first_git)
@@ -119,10 +122,14 @@ def _check(args: argparse.Namespace) -> int:
         for path in write_reports(report, Path(args.report_dir)):
             if progress:
                 progress(f"wrote {path}")
-    if args.markdown:
-        print(render_markdown(report))
-    else:
-        print_summary(report)
+    try:
+        if args.markdown:
+            print(render_markdown(report))
+        else:
+            print_summary(report)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head`: the reader left; the verdict still decides the status
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return exit_status(report)
 
 

@@ -69,8 +69,9 @@ def _git_error(e: git.GitCommandError) -> str:
     text = (e.stderr or "").strip().strip("'").strip()
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in reversed(lines):
-        if ln.startswith(("fatal:", "error:")):
-            return ln.split(":", 1)[1].strip()
+        m = re.search(r"\b(?:fatal|error): (.*)", ln)
+        if m:
+            return m.group(1).strip().rstrip("'").strip()
     return lines[-1] if lines else str(e)
 
 
@@ -133,12 +134,15 @@ def open_url(url: str, cache: Path, progress: Callable[[str], None] | None = Non
         if progress:
             progress(f"cloning {url} (once; later runs fetch)")
         tmp = Path(tempfile.mkdtemp(prefix=".clone-", dir=dest.parent))
+        watcher = _CloneProgress(progress) if progress else None
         try:
-            git.Repo.clone_from(url, tmp / "repo.git", bare=True, env=GIT_ENV,
-                                progress=_CloneProgress(progress) if progress else None)
+            git.Repo.clone_from(url, tmp / "repo.git", bare=True, env=GIT_ENV, progress=watcher)
             os.replace(tmp / "repo.git", dest)
         except git.GitCommandError as e:
-            raise VerifyError(f"--repo {url}: cannot clone: {_git_error(e)}") from None
+            # With a progress watcher git's stderr goes to it, not to the exception.
+            lines = (watcher.error_lines if watcher else []) + [e.stderr or ""]
+            reason = _git_error(git.GitCommandError(e.command, e.status, "\n".join(lines)))
+            raise VerifyError(f"--repo {url}: cannot clone: {' '.join(reason.split())}") from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return TreeSource(

@@ -125,6 +125,9 @@ def machine_for(
         def teardown(self) -> None:
             # Hypothesis prints the shrunk rules; the driver's trace says what the target saw.
             self.trace = list(self.d.trace)
+            close = getattr(self.d.t, "close", None)
+            if callable(close):  # a harness target is a process: one per example
+                close()
 
     M2PMachine.__name__ = "M2PMachine"
     return M2PMachine

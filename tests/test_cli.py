@@ -138,6 +138,15 @@ def test_readme_first_command_on_debian_bookworm(debian_bookworm, test_cache, tm
     assert any(loc.startswith("xen/arch/x86/domain.c:") for loc in match["locations"])
     assert ["xen/include/asm-x86/mm.h", "xen/arch/x86/include/asm/mm.h"] in \
         only["apply"]["moved_files"]
+    _checks_pass_and_have_teeth(only)
+
+
+def _checks_pass_and_have_teeth(run: dict) -> None:
+    """On a tree that has the fix: P1-P9 pass as it is; with the fixup disabled P1 fails."""
+    outcomes = {c["id"]: c["patched"] for c in run["checks"]}
+    assert outcomes == {f"P{i}": "pass" for i in range(1, 10)}, outcomes
+    proof = [n for n in run["notes"] if "mutation proof" in n]
+    assert proof and "P1 fails" in proof[0] and "NO TEETH" not in proof[0], run["notes"]
 
 
 @pytest.mark.debian
@@ -149,6 +158,7 @@ def test_bullseye_upstream_tarball_only(debian_bullseye, test_cache, tmp_path):
     (only,) = json.loads((out / "report.json").read_text())["runs"]
     assert only["apply"]["status"] == "already-applied"
     assert any("Debian patches" in n or "not served" in n for n in only["notes"]), only["notes"]
+    _checks_pass_and_have_teeth(only)
 
 
 UPSTREAM_CLASSES = {

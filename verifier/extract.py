@@ -497,6 +497,25 @@ class Analysis:
     normalisations: dict[str, int]
 
 
+def _replace_balanced(text: str, start: str, replacement: str) -> tuple[str, int]:
+    """Replace each ``start`` match plus its balanced parenthesised tail; count them.
+
+    ``start`` ends in the opening parenthesis (or two, for ``__attribute__((``).
+    """
+    n = 0
+    while m := re.search(start, text):
+        depth, i = 0, m.start() + m.group(0).index("(")
+        while i < len(text):
+            depth += text[i] == "("
+            depth -= text[i] == ")"
+            i += 1
+            if depth == 0:
+                break
+        text = text[: m.start()] + replacement + text[i:]
+        n += 1
+    return text, n
+
+
 def normalise_for_pycparser(text: str) -> tuple[str, dict[str, int]]:
     """A copy of preprocessed C that pycparser 3.12 accepts, and how many edits of each kind."""
     counts: dict[str, int] = {}
@@ -506,40 +525,14 @@ def normalise_for_pycparser(text: str) -> tuple[str, dict[str, int]]:
             counts[kind] = counts.get(kind, 0) + n
 
     text = re.sub(r"^#.*$", "", text, flags=re.M)  # line markers
-    n = 0
-    while True:  # __attribute__((...)) with nested parentheses
-        m = re.search(r"__attribute__\s*\(\(", text)
-        if not m:
-            break
-        depth, i = 0, m.end() - 2
-        while i < len(text):
-            depth += text[i] == "("
-            depth -= text[i] == ")"
-            i += 1
-            if depth == 0:
-                break
-        text = text[: m.start()] + text[i:]
-        n += 1
+    text, n = _replace_balanced(text, r"__attribute__\s*\(\(", "")  # nested parentheses
     count("__attribute__", n)
     for kw in ("__extension__", "__inline__", "__inline", "__restrict", "__volatile__"):
         text, k = re.subn(rf"\b{kw}\b", "", text)
         count(kw, k)
     text, k = re.subn(r"\?\s*:", "?0:", text)  # a ?: b -> a ? 0 : b (same identifiers)
     count("?:", k)
-    n = 0
-    while True:  # typeof(expr) -> long (balanced parentheses)
-        m = re.search(r"\b(?:__typeof__|__typeof|typeof)\s*\(", text)
-        if not m:
-            break
-        depth, i = 0, m.end() - 1
-        while i < len(text):
-            depth += text[i] == "("
-            depth -= text[i] == ")"
-            i += 1
-            if depth == 0:
-                break
-        text = text[: m.start()] + "long" + text[i:]
-        n += 1
+    text, n = _replace_balanced(text, r"\b(?:__typeof__|__typeof|typeof)\s*\(", "long")
     count("typeof", n)
     text, k = re.subn(r"\b(?:__asm__|asm)\b[^;]*;", ";", text)
     count("asm", k)

@@ -32,7 +32,7 @@ from verifier.model import (
     TreeSource,
 )
 from verifier.patch import DiffHunk, parse_hunks
-from verifier.tree import GIT_ENV, IDENTITY, mainline
+from verifier.tree import GIT_ENV, commit_worktree, mainline, reset_worktree
 
 # Fraction of a patch's distinctive added lines that must be found in the tree to call
 # it present. Measured on the seed: trees with the fix in its committed (v2) form score
@@ -141,7 +141,7 @@ def _hunk_results(
         else:
             if ok:
                 applied = h.old_start
-        if any(NO_FILE_RE.match(ln) and NO_FILE_RE.match(ln).group(1) == target for ln in lines):
+        if any((m := NO_FILE_RE.match(ln)) and m.group(1) == target for ln in lines):
             status, applied = "failed", None
         results.append(HunkResult(
             file=h.file, index=h.index, header=h.header, expected_line=h.old_start,
@@ -482,7 +482,7 @@ def apply_patch(
 
     three = _git_apply(g, diff_file, "--3way", "--index")
     if three.returncode == 0 and g.run("diff", "--cached", "--quiet", "HEAD").returncode == 0:
-        _reset(g)  # merged to nothing new: the change is there in a merge-equivalent form
+        reset_worktree(g.cwd)  # merged to nothing new: the change is there, merge-equivalent
         match = Match(how="three-way merge adds nothing")
         if history:
             found = equivalent_commit(patch, hist, co.commit, tree_paths)
@@ -495,7 +495,7 @@ def apply_patch(
         return ApplyResult(ApplyStatus.THREE_WAY, f"applies with a 3-way merge{moved_note}",
                            hunks=tuple(replace(h, status="three-way") for h in hr),
                            moved_files=moved_t)
-    _reset(g)
+    reset_worktree(g.cwd)
 
     if history:
         if progress:
@@ -543,7 +543,7 @@ def apply_patch(
 
     rej = _git_apply(g, diff_file, "--reject")
     hr = _hunk_results(hunks, rej.stdout + rej.stderr, moved, rejected_ok=False)
-    _reset(g)
+    reset_worktree(g.cwd)
     failed = [h for h in hr if h.status == "failed"]
     where = ", ".join(f"{h.target_file or h.file} hunk #{h.index} (expected at line "
                       f"{h.expected_line})" for h in failed) or _last(fwd.stderr)
@@ -560,11 +560,6 @@ def _named(m: Match) -> str:
         up = f", upstream {m.upstream_commit[:12]}" if m.upstream_commit else ""
         return f": {m.commit[:12]} (\"{m.subject}\"{up}) by {m.how.split('; ')[-1]}"
     return ""
-
-
-def _reset(g: _Git) -> None:
-    g.run("reset", "--quiet", "--hard")
-    g.run("clean", "-fdq")
 
 
 def _last(text: str) -> str:
@@ -613,6 +608,7 @@ def apply_series(
     """Apply every patch in order; the series' status is its worst member's."""
     written, matches_base = base_info(series, co.source, co.commit)
     results: list[ApplyResult] = []
+    head = None  # the last commit holding an applied patch
     with tempfile.TemporaryDirectory(prefix="xen-verify-apply-") as scratch:
         for patch in series.patches:
             try:
@@ -621,8 +617,7 @@ def apply_series(
                 r = _error(f"cannot apply: {e}")
             results.append(r)
             if r.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY):
-                _Git(co.path).run(*IDENTITY, "commit", "--quiet", "--no-verify", "-m",
-                                  patch.meta.subject)
+                head = commit_worktree(co.path, patch.meta.subject)
             elif r.status is not ApplyStatus.ALREADY_APPLIED:
                 break  # later patches build on this one
     worst = min(results, key=lambda r: SEVERITY.index(r.status))
@@ -634,8 +629,6 @@ def apply_series(
         worst = replace(worst, patches=members, detail=f"patch {results.index(worst) + 1}/"
                         f"{len(series.patches)}: {detail}")
         worst = replace(worst, hunks=tuple(h for r in results for h in r.hunks))
-    patched = None
-    if worst.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY):
-        patched = _Git(co.path).out("rev-parse", "HEAD").strip()
+    applied = worst.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY)
     return replace(worst, written_against=written, base_matches=matches_base,
-                   patched_commit=patched)
+                   patched_commit=head if applied else None)

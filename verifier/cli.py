@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from verifier import __version__
-from verifier.model import VerifyError
+from verifier.model import ApplyStatus, VerifyError
 from verifier.pipeline import TreeRequest
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -86,9 +86,6 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
 
 def _trees(args: argparse.Namespace) -> list[TreeRequest]:
     reqs: list[TreeRequest] = getattr(args, "trees", None) or []
-    for r in reqs:
-        if r.kind == "default":
-            r.kind, r.spec = "debian", ""
     if not reqs:
         reqs = [TreeRequest("debian", "")]
     for r in reqs:
@@ -152,7 +149,7 @@ def _harness(args: argparse.Namespace) -> int:
             result = apply_series(series, co, progress)
             if progress:
                 progress(f"{ref}: {result.detail}")
-            if result.patched_commit is None and str(result.status) != "already-applied":
+            if result.patched_commit is None and result.status is not ApplyStatus.ALREADY_APPLIED:
                 raise VerifyError(f"{ref}: no patched tree to build a harness from: "
                                   f"{result.detail}")
         patched = " with " + ", ".join(args.patches) if args.patches else ""

@@ -600,7 +600,7 @@ def _find_factory() -> Callable[..., Any] | None:
     """The harness's target factory where it offers one under a known name."""
     import importlib
 
-    for mod, name in (("verifier.target", "make_target"), ("verifier.run", "make_target")):
+    for mod, name in (("verifier.target", "make_target"),):
         try:
             fn = getattr(importlib.import_module(mod), name, None)
         except ImportError:

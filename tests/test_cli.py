@@ -35,7 +35,7 @@ def test_check_writes_three_reports_and_exits_by_verdict(toy, tmp_path):
             "--report-dir", str(out), "-q", cache=cache)
     assert r.returncode == 1, r.stderr  # the conflict fails the run
     report = json.loads((out / "report.json").read_text())
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     assert [run["ref"] for run in report["runs"]] == ["written-on", "clash"]
     assert [run["apply"]["status"] for run in report["runs"]] == ["clean", "conflict"]
     assert [run["verdict"] for run in report["runs"]] == ["not-applicable", "fail"]

@@ -155,7 +155,7 @@ def full_report() -> Report:
 def test_json_round_trips_with_every_documented_key() -> None:
     report = full_report()
     data = json.loads(json.dumps(report_json(report)))
-    assert data["schema"] == SCHEMA == 1
+    assert data["schema"] == SCHEMA == 2
     assert data["tool"]["name"] == "xen-verify"
     assert data["tool"]["version"]
     assert data["tool"]["command"] == report.command
@@ -176,7 +176,7 @@ def test_json_round_trips_with_every_documented_key() -> None:
                                    "moved_files", "patches", "written_against",
                                    "base_matches", "patched_commit"}
         for c in r["checks"]:
-            assert set(c) == {"id", "title", "base", "patched", "change", "detail",
+            assert set(c) == {"pack", "id", "title", "base", "patched", "change", "detail",
                               "evidence", "findings"}
     first = data["runs"][0]
     assert first["ref"] == "be05b5385f^" and first["commit"] == sha("b")

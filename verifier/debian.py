@@ -27,7 +27,6 @@ import io
 import json
 import lzma
 import os
-import posixpath
 import re
 import shutil
 import subprocess
@@ -42,6 +41,7 @@ import git
 from debian import deb822
 from debian.debian_support import Version
 
+from verifier.archive import safe_extractall
 from verifier.model import TreeKind, TreeSource, VerifyError
 
 PACKAGE = "xen"
@@ -411,19 +411,6 @@ def _norm(name: str) -> str:
     return "" if name == "." else name
 
 
-def _unsafe(m: tarfile.TarInfo) -> str:
-    """Why extracting ``m`` could write outside the destination ('' when it cannot)."""
-    parts = m.name.split("/")
-    if m.name.startswith("/") or ".." in parts:
-        return "path leaves the tree"
-    if m.issym() or m.islnk():
-        base = posixpath.dirname(m.name) if m.issym() else ""
-        target = posixpath.normpath(posixpath.join(base, m.linkname))
-        if m.linkname.startswith("/") or target == ".." or target.startswith("../"):
-            return "link leaves the tree"
-    return ""
-
-
 def _extract(tarball: Path, dest: Path, strip_top: bool) -> None:
     """Unpack ``tarball`` into ``dest``, dropping its single top-level directory."""
     with tarfile.open(tarball) as tar:
@@ -449,18 +436,7 @@ def _extract(tarball: Path, dest: Path, strip_top: bool) -> None:
                 continue
             m.name = name
             keep.append(m)
-        if hasattr(tarfile, "data_filter"):
-            try:
-                tar.extractall(dest, members=keep, filter="data")
-            except tarfile.FilterError as e:
-                raise VerifyError(f"{tarball.name}: unsafe member refused: {e}") from None
-        else:  # Python without extraction filters (< 3.10.12 / 3.11.4): check by hand
-            for m in keep:
-                bad = _unsafe(m)
-                if bad:
-                    raise VerifyError(f"{tarball.name}: unsafe member refused: {m.name} ({bad})")
-            tar.extractall(dest, members=[m for m in keep if m.isreg() or m.isdir()
-                                          or m.issym() or m.islnk()])
+        safe_extractall(tar, dest, members=keep, label=tarball.name)
 
 
 def _commit(g: git.Git, env: dict[str, str], message: str) -> str:

@@ -228,13 +228,14 @@ class Finding:
 
 @dataclass(frozen=True)
 class CheckResult:
-    id: str  # "P1".."P9" (domain.md)
+    id: str  # "P1".."P9" (domain.md), "BUILD", "XSA242-1", ...
     title: str
     base: Outcome
     patched: Outcome
     detail: str = ""
     evidence: Evidence | None = None
     findings: tuple[Finding, ...] = ()
+    pack: str = ""  # the check pack's name ("m2p-strict"), or "generic"
 
     @property
     def change(self) -> str:

@@ -39,11 +39,11 @@ from verifier.model import (
 if TYPE_CHECKING:
     from rich.console import Console
 
-SCHEMA = 1
+SCHEMA = 2
 SCHEMA_TABLE = """\
 | key | value |
 | --- | --- |
-| `schema` | `1` |
+| `schema` | `2` |
 | `tool` | `{name: "xen-verify", version, command}`; `command` reproduces the report |
 | `patch.subject` | the patch's subject; a series: the first one's, `(+N more)` |
 | `patch.source`, `.kind` | the first patch's input as given; `diff`, `format-patch`, `mbox`, `patchwork` or `git` |
@@ -68,6 +68,7 @@ SCHEMA_TABLE = """\
 | `runs[].apply.base_matches` | whether the ref is that base: `true`, `false`, `null` (unknown) |
 | `runs[].apply.patched_commit` | the commit holding the patched tree, or `null` |
 | `runs[].checks[]` | one per property checked |
+| `runs[].checks[].pack` | the check pack that ran it (`m2p-strict`), or `generic` |
 | `runs[].checks[].id`, `.title` | `P1` ... `P9` and what the property says |
 | `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not run it) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
 | `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `error`, `n/a` |
@@ -140,6 +141,7 @@ def _apply_json(a: ApplyResult) -> dict[str, Any]:
 
 def _check_json(c: CheckResult) -> dict[str, Any]:
     return {
+        "pack": c.pack,
         "id": c.id,
         "title": c.title,
         "base": str(c.base),

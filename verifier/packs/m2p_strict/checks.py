@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verifier.archive import safe_extractall
 from verifier.model import CheckResult, Evidence, Finding, Outcome, VerifyError
 
 from . import scenarios as sc
 from ._compat import HarnessError, Target
-from .declaration import CHECKS
+from .declaration import CHECKS, NAME
 
 SIZES = (5, 64, 1000)  # P1/P2: a handful .. a thousand pages
 SIZES_EXHAUSTIVE = (5, 64, 1000, 20000)
@@ -630,7 +631,7 @@ def _export_base(co: Any, dest: Path) -> Path:
     if out.returncode:
         raise VerifyError(f"cannot read {co.commit[:12]}'s tree: {out.stderr.decode().strip()}")
     with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
-        tar.extractall(dest, filter="data")
+        safe_extractall(tar, dest, label=f"{co.commit[:12]}'s tree")
     return dest
 
 
@@ -728,6 +729,7 @@ def _combine(
             findings = _merge_p4(bname, b, pname, p)
         out.append(
             CheckResult(
+                pack=NAME,
                 id=spec.id,
                 title=spec.title,
                 base=b.outcome if b else Outcome.NA,

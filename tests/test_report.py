@@ -171,7 +171,7 @@ def test_json_round_trips_with_every_documented_key() -> None:
     assert [r["ref"] for r in data["runs"]] == [r.ref for r in report.runs]
     for r in data["runs"]:
         assert set(r) == {"ref", "commit", "subject", "tree", "apply", "checks", "verdict",
-                          "notes"}
+                          "notes", "limits"}
         assert set(r["apply"]) == {"status", "detail", "hunks", "matches", "prerequisites",
                                    "moved_files", "patches", "written_against",
                                    "base_matches", "patched_commit"}

@@ -255,6 +255,17 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class PackLimits:
+    """What a check pack's verdicts rest on: what ran verbatim, what was modelled."""
+
+    pack: str
+    verbatim: tuple[str, ...] = ()  # tree code that ran as written ("fill_ro_mpt mm.c:1234")
+    modelled: tuple[str, ...] = ()  # what stood in for the hypervisor ("page_lock: a flag")
+    parameters: tuple[str, ...] = ()  # domain sizes and constants used
+    not_exercised: tuple[str, ...] = ()  # what the checks cannot see, said plainly
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One ref: how the patch applied, what the checks said, and the verdict."""
 
@@ -266,6 +277,7 @@ class RunResult:
     checks: tuple[CheckResult, ...] = ()
     verdict: Verdict = Verdict.NOT_APPLICABLE
     notes: tuple[str, ...] = ()
+    limits: tuple[PackLimits, ...] = ()  # one per pack that ran
 
 
 @dataclass(frozen=True)
@@ -329,6 +341,7 @@ __all__ = [
     "HunkResult",
     "Match",
     "Outcome",
+    "PackLimits",
     "Patch",
     "PatchMeta",
     "PatchSeries",

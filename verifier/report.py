@@ -77,6 +77,7 @@ SCHEMA_TABLE = """\
 | `runs[].checks[].findings[]` | `{title, text, table}`; `table` is a list of rows, the first the header (P4: pages walked) |
 | `runs[].verdict` | this ref's verdict (values as `verdict`) |
 | `runs[].notes[]` | remarks: why no check ran, what the tree lacks |
+| `runs[].limits[]` | per pack that ran: `{pack, verbatim, modelled, parameters, not_exercised}`, each a list of lines: the tree code that ran as written, what stood in for the hypervisor, the sizes and constants used, what the checks cannot see |
 """  # noqa: E501  (Markdown table rows: one per key)
 TOOL = "xen-verify"
 WIDTH = 76  # prose in report.md is wrapped here: mails are read as plain text
@@ -163,6 +164,7 @@ def _run_json(r: RunResult) -> dict[str, Any]:
         "checks": [_check_json(c) for c in r.checks],
         "verdict": str(r.verdict),
         "notes": list(r.notes),
+        "limits": to_jsonable(r.limits),
     }
 
 

@@ -14,6 +14,7 @@ from verifier.model import (
     ApplyStatus,
     Checkout,
     CheckResult,
+    PackLimits,
     PatchSeries,
     Report,
     RunResult,
@@ -46,29 +47,35 @@ def open_source(req: TreeRequest, cache: Path, progress: Progress | None = None)
 
 
 def run_checks(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
-               progress: Progress | None = None) -> tuple[list[CheckResult], list[str]]:
+               progress: Progress | None = None, *, exhaustive: bool = False,
+               ) -> tuple[list[CheckResult], list[str], list[PackLimits]]:
     """Check packs that concern the series, on the base tree and the patched tree.
 
-    Returns the check results and notes (why no pack ran, when none did).
+    Returns the check results, notes (why no pack ran, when none did) and each pack's
+    limits (what its verdicts rest on).
     """
     from verifier.packs import packs_for
 
     packs = packs_for(series)
     if not packs:
-        return [], ["no check pack concerns the functions this patch touches"]
+        return [], ["no check pack concerns the functions this patch touches"], []
     results: list[CheckResult] = []
     notes: list[str] = []
+    limits: list[PackLimits] = []
     for pack in packs:
         if progress:
             progress(f"{co.ref}: running check pack {pack.name}")
-        out, pack_notes = pack.run_on_checkout(co, applied=applied, cache=cache)
-        results.extend(out)
-        notes.extend(pack_notes)
-    return results, notes
+        run = pack.run_on_checkout(co, applied=applied, cache=cache, exhaustive=exhaustive)
+        results.extend(run.checks)
+        notes.extend(run.notes)
+        if run.limits is not None:
+            limits.append(run.limits)
+    return results, notes, limits
 
 
 def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *,
-               checks: bool = True, progress: Progress | None = None) -> RunResult:
+               checks: bool = True, progress: Progress | None = None,
+               exhaustive: bool = False) -> RunResult:
     if progress:
         progress(f"{ref}: checking out")
     with checkout(source, ref, cache) as co:
@@ -77,21 +84,23 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         result = apply_series(series, co, progress)
         notes = list(source.notes)
         found: list[CheckResult] = []
+        limits: list[PackLimits] = []
         if checks and result.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS,
                                          ApplyStatus.THREE_WAY, ApplyStatus.ALREADY_APPLIED):
-            found, check_notes = run_checks(
+            found, check_notes, limits = run_checks(
                 co, series, applied=result.status is not ApplyStatus.ALREADY_APPLIED,
-                cache=cache, progress=progress)
+                cache=cache, progress=progress, exhaustive=exhaustive)
             notes.extend(check_notes)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),
-            notes=tuple(notes),
+            notes=tuple(notes), limits=tuple(limits),
         )
 
 
 def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache: Path, *,
-           command: str, checks: bool = True, progress: Progress | None = None) -> Report:
+           command: str, checks: bool = True, progress: Progress | None = None,
+           exhaustive: bool = False) -> Report:
     """Every ref of every tree. All refs are resolved first: a bad one costs no work."""
     from verifier.tree import resolve
 
@@ -104,7 +113,8 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
         if progress and len(jobs) > 1:
             def say(msg: str, _n: int = n) -> None:
                 progress(f"[{_n}/{len(jobs)}] {msg}")
-        runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=say))
+        runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=say,
+                               exhaustive=exhaustive))
     return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))
 
 

@@ -70,10 +70,10 @@ SCHEMA_TABLE = """\
 | `runs[].checks[]` | one per property checked |
 | `runs[].checks[].pack` | the check pack that ran it (`m2p-strict`), or `generic` |
 | `runs[].checks[].id`, `.title` | `P1` ... `P9` and what the property says |
-| `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not run it) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
-| `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `error`, `n/a` |
+| `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not judge: the detail says why, e.g. the unmodelled callee or the compiler's first error), `accepted` (the property does not hold in a way the pack accepts; the detail gives the reason) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
+| `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `accepted deviation`, `error`, `n/a` |
 | `runs[].checks[].detail` | one line |
-| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output |
+| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output, replay}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output, and the harness commands that replay it (`xen-verify harness` writes them for `make run`) |
 | `runs[].checks[].findings[]` | `{title, text, table}`; `table` is a list of rows, the first the header (P4: pages walked) |
 | `runs[].verdict` | this ref's verdict (values as `verdict`) |
 | `runs[].notes[]` | remarks: why no check ran, what the tree lacks |
@@ -263,6 +263,7 @@ CELL = {
     "fail": "FAIL",
     "error": "err",
     "n/a": "n/a",
+    "accepted deviation": "dev",
 }
 CELL_LEGEND = {
     "ok": "passes",
@@ -270,7 +271,8 @@ CELL_LEGEND = {
     "REGR": "passes on the base, FAILS with the patch (regression)",
     "fail": "fails on the base and with the patch",
     "FAIL": "fails with the patch",
-    "err": "the check could not run",
+    "err": "the tool could not judge (see why below)",
+    "dev": "does not hold, in a way the check pack accepts (reason below)",
     "n/a": "does not apply here",
     "-": "not run",
 }
@@ -592,6 +594,11 @@ def render_markdown(report: Report) -> str:
     if failures:
         out += ["## Other failing checks", ""]
         out += _failure_blocks(failures)
+    accepted = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+                if c.patched is Outcome.ACCEPTED]
+    if accepted:
+        out += ["## Accepted deviations", ""]
+        out += _failure_blocks(accepted)
     if fixed:
         out += ["## Fixed by the patch", ""]
         for lb, _r, c in fixed:
@@ -740,7 +747,8 @@ def checks_summary(r: RunResult, sep: str = ", ") -> str:
     """``REGRESSION P3, fixed P1, 7 pass`` for one run: what failed first, by id."""
     if not r.checks:
         return "no checks"
-    order = ["REGRESSION", "fails as on base", "fail", "error", "fixed", "pass", "n/a"]
+    order = ["REGRESSION", "fails as on base", "fail", "error", "fixed", "accepted deviation",
+             "pass", "n/a"]
     groups: dict[str, list[str]] = {}
     for c in r.checks:
         label = "error" if c.patched is Outcome.ERROR else c.change

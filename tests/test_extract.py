@@ -36,7 +36,7 @@ def test_tree_sitter_and_brace_scanner_agree_on_own_text(tmp_path: Path) -> None
     assert piece.first_line == 2 and piece.last_line == 8 and not piece.notes
     assert piece.text.splitlines()[0] == "static int helper(int x)"
     assert piece.text.endswith("}")
-    assert piece.with_line().startswith('#line 2 "own.c"\n')
+    assert piece.with_line().startswith('#line 2 "own.c" /* commit abc123 */\n')
     assert piece.commit == "abc123"
 
 

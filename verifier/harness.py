@@ -327,7 +327,11 @@ def _gcc_syntax_error(files: dict[str, str], where: Path) -> str | None:
     )
     if proc.returncode == 0:
         return None
-    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln][:3]
+    # An identifier not yet declared is what the closure rounds add: not the reason.
+    errors = [ln for ln in proc.stderr.splitlines() if ": error:" in ln
+              and "undeclared" not in ln and "implicit declaration" not in ln][:3]
+    if not errors:
+        return None
     return "harness does not compile: " + " | ".join(errors)
 
 

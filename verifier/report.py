@@ -549,6 +549,30 @@ def _finding_block(label: str, c: CheckResult, f: Finding) -> list[str]:
     return out
 
 
+def _limits_lines(report: Report, labels: list[str]) -> list[str]:
+    """What each pack's verdicts rest on: once per pack, the tree code per ref."""
+    packs: dict[str, list[tuple[str, Any]]] = {}
+    for lb, r in zip(labels, report.runs, strict=True):
+        for lim in r.limits:
+            packs.setdefault(lim.pack, []).append((lb, lim))
+    if not packs:
+        return []
+    out = ["## Limits", ""]
+    for name, items in packs.items():
+        first = items[0][1]
+        out.append(f"{name}:")
+        for lb, lim in items:
+            for v in lim.verbatim:
+                out += _wrap(f"ran verbatim on {lb}: {v}", indent="    ", first="  - ")
+        for head, lines in (("modelled", first.modelled), ("sizes and constants",
+                                                            first.parameters),
+                            ("not exercised", first.not_exercised)):
+            for v in lines:
+                out += _wrap(f"{head}: {v}", indent="    ", first="  - ")
+        out.append("")
+    return out
+
+
 def render_markdown(report: Report) -> str:
     """report.md: what a reviewer pastes, unedited, into a reply on xen-devel."""
     labels = _labels(report.runs)
@@ -612,6 +636,7 @@ def render_markdown(report: Report) -> str:
         for lb, c, f in findings:
             out += _finding_block(lb, c, f)
 
+    out += _limits_lines(report, labels)
     out += ["Reproduce:", "", f"    {report.command}", ""]
     text = "\n".join(ln.rstrip() for ln in out)
     return re.sub(r"\n{3,}", "\n\n", text)

@@ -1065,7 +1065,7 @@ def scope_pv32(d: Driver, params: dict[str, Any]) -> None:
 def scope_hvm(d: Driver, params: dict[str, Any]) -> None:
     try:
         d.t.reset(1, pv=False)
-    except (NotImplementedError, ValueError) as e:
+    except NotImplementedError as e:
         raise NotApplicable(f"target has no HVM mode: {e}") from None
     _scope(d, params, pv=False, pv32=False, self_domain=False)
 

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cache directory (default $XEN_VERIFY_CACHE or "
                              "$XDG_CACHE_HOME/xen-verify)")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        sp.add_argument("--no-sandbox", action="store_true",
+                        help="where no sandbox (bubblewrap) can be had, run the patch's code "
+                             "anyway, with resource limits only")
 
     c = sub.add_parser("check", help="apply a patch to each ref, run the checks, report")
     c.add_argument("patches", nargs="+", metavar="PATCH",
@@ -84,6 +87,16 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
     return say
 
 
+def _need_sandbox(args: argparse.Namespace, progress: Any) -> None:
+    """Refuse before anything runs when patch code would run unconfined (--no-sandbox)."""
+    from verifier import sandbox
+
+    sandbox.allow_unsandboxed(bool(args.no_sandbox))
+    st = sandbox.require()
+    if not st.available:
+        print(f"xen-verify: warning: {st.note}", file=sys.stderr)
+
+
 def _trees(args: argparse.Namespace) -> list[TreeRequest]:
     reqs: list[TreeRequest] = getattr(args, "trees", None) or []
     if not reqs:
@@ -103,6 +116,8 @@ def _check(args: argparse.Namespace) -> int:
     from verifier.tree import cache_root
 
     progress = _progress(args.quiet)
+    if not args.no_checks:
+        _need_sandbox(args, progress)
     cache = cache_root(args.cache)
     reqs = _trees(args)
     if args.report_dir and Path(args.report_dir).exists() and not Path(args.report_dir).is_dir():
@@ -138,6 +153,7 @@ def _harness(args: argparse.Namespace) -> int:
     from verifier.tree import cache_root, checkout
 
     progress = _progress(args.quiet)
+    _need_sandbox(args, progress)
     cache = cache_root(args.cache)
     reqs = _trees(args)
     req = reqs[0]

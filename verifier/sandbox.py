@@ -386,13 +386,16 @@ def command(
     for key, value in {"PATH": PATH, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
                        **(env or {})}.items():
         args += ["--setenv", key, value]
-    for p in readable:
-        p = Path(p).resolve()
+    ro = [Path(p).resolve() for p in readable]
+    w = Path(writable).resolve() if writable is not None else None
+    here = Path(cwd).resolve()
+    if not any(here == p or p in here.parents for p in [*ro, *([w] if w else [])]):
+        ro.append(here)  # the working directory is always visible (read-only)
+    for p in ro:
         args += ["--ro-bind", str(p), str(p)]
-    if writable is not None:
-        w = Path(writable).resolve()
+    if w is not None:
         args += ["--bind", str(w), str(w)]
-    args += ["--chdir", str(Path(cwd).resolve())]
+    args += ["--chdir", str(here)]
     if seccomp_fd is not None:
         args += ["--seccomp", str(seccomp_fd)]
     return [*args, "--", *argv]

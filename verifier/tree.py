@@ -30,6 +30,8 @@ GIT_ENV = {
 }
 IDENTITY = ("-c", "user.name=xen-verify", "-c", "user.email=xen-verify@localhost")
 URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+# Transports a --repo URL may use; git's ext:: / fd:: run commands and are never allowed.
+URL_SCHEMES = ("https", "http", "git", "ssh", "file")
 
 
 def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
@@ -42,10 +44,22 @@ def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = Path(xdg) / "xen-verify"
     try:
+        root = _expand(str(root), "--cache")
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VerifyError(f"cannot create cache directory {root}: {e.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise VerifyError(f"cache directory {root} is not writable")
     return root.resolve()
+
+
+def _expand(path: str, what: str) -> Path:
+    """``~`` and ``~user`` expanded, or one line saying that user does not exist."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~nouser/...
+        user = path[1:].split("/", 1)[0]
+        raise VerifyError(f"{what} {path}: no user {user!r} to expand ~{user}") from None
 
 
 def is_url(spec: str) -> bool:
@@ -80,7 +94,7 @@ def _git_error(e: git.GitCommandError) -> str:
 
 def open_local(path: str, cache: Path) -> TreeSource:
     """A clone or bare repository on disk, used read-only in place."""
-    p = Path(path).expanduser()
+    p = _expand(path, "--repo")
     if not p.exists():
         raise VerifyError(f"--repo {path}: no such directory")
     try:
@@ -177,7 +191,14 @@ class _CloneProgress(git.RemoteProgress):
 
 def open_tree(spec: str, cache: Path, progress: Callable[[str], None] | None = None) -> TreeSource:
     """``--repo`` argument: a URL or a local path."""
+    if spec.lower().startswith(("ext::", "fd::")):
+        raise VerifyError(f"--repo {spec[:80]}: git's {spec.split(':', 1)[0]}:: transport runs "
+                          "commands; not allowed")
     if is_url(spec) and not Path(spec).exists():
+        scheme = spec.split("://", 1)[0].lower() if "://" in spec else "ssh"
+        if scheme not in URL_SCHEMES:
+            raise VerifyError(f"--repo {spec[:80]}: unsupported URL scheme {scheme}:// "
+                              f"(use one of {', '.join(URL_SCHEMES)})")
         return open_url(spec, cache, progress)
     return open_local(spec, cache)
 

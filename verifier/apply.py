@@ -31,7 +31,7 @@ from verifier.model import (
     Prerequisite,
     TreeSource,
 )
-from verifier.patch import DiffHunk, parse_hunks
+from verifier.patch import DiffHunk, parse_hunks, printable, special_files
 from verifier.tree import GIT_ENV, commit_worktree, mainline, reset_worktree
 
 # Fraction of a patch's distinctive added lines that must be found in the tree to call
@@ -454,6 +454,11 @@ def apply_patch(
     patch: Patch, co: Checkout, scratch: Path, progress: Progress | None = None
 ) -> ApplyResult:
     """Apply one patch to the worktree (left applied and committed on success)."""
+    special = special_files(patch.diff)
+    if special:  # never followed, so never created: the checks read the patched tree
+        named = ", ".join(f"{printable(p)} ({what})" for p, what in special[:5])
+        return _error(f"the patch creates {named}: refused; xen-verify does not create "
+                      "or follow links a patch makes")
     g = _Git(co.path)
     hist = _Git(co.source.git_dir)  # history questions go to the source repository (read-only)
     hunks = parse_hunks(patch.diff)
@@ -560,7 +565,7 @@ def apply_patch(
     hr = _hunk_results(hunks, rej.stdout + rej.stderr, moved, rejected_ok=False)
     reset_worktree(g.cwd)
     failed = [h for h in hr if h.status == "failed"]
-    where = ", ".join(f"{h.target_file or h.file} hunk #{h.index} (expected at line "
+    where = ", ".join(f"{printable(h.target_file or h.file)} hunk #{h.index} (expected at line "
                       f"{h.expected_line})" for h in failed[:MAX_NAMED]) or _last(fwd.stderr)
     if len(failed) > MAX_NAMED:  # the detail is one line: name a few, count the rest
         where += f" and {len(failed) - MAX_NAMED} more hunks"

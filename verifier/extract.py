@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from verifier.model import VerifyError
+from verifier.tree import read_tree_file
 
 # --------------------------------------------------------------------------- data
 
@@ -189,7 +190,7 @@ def _line_offsets(text: str) -> list[int]:
 
 def locate_function(path: Path, rel: str, name: str, role: str, commit: str | None) -> Extracted:
     """Extract function ``name`` from ``path``; tree-sitter and the brace scanner must agree."""
-    text = path.read_text(errors="replace")
+    text = read_tree_file(path)
     found = ts_functions(text.encode())
     if name not in found:
         raise KeyError(name)
@@ -224,7 +225,7 @@ def _restore_fixup(tree: Path, commit: str | None) -> Extracted | None:
     path = tree / rel
     if not path.exists():
         return None
-    text = path.read_text(errors="replace")
+    text = read_tree_file(path)
     src = text.encode()
     tree_ = _parser().parse(src)
     fn = None
@@ -400,7 +401,7 @@ def _asm_only_lines(text: str) -> set[int]:
 
 
 def _index_file(tree: Path, f: Path, index: dict[str, tuple[str, int, str, str]]) -> None:
-    text = f.read_text(errors="replace")
+    text = read_tree_file(f)
     rel = str(f.relative_to(tree))
     asm = _asm_only_lines(text) if "__ASSEMBL" in text else set()
     for m in _DEFINE.finditer(text):

@@ -169,6 +169,30 @@ def diff_files(diff: str) -> tuple[FileChange, ...]:
     return tuple(out)
 
 
+_SPECIAL_MODE_RE = re.compile(
+    r"^(?:new file mode|new mode|index \S+) (120000|160000)$", re.M)
+_MODE_NAMES = {"120000": "a symlink", "160000": "a submodule link"}
+
+
+def special_files(diff: str) -> list[tuple[str, str]]:
+    """(path, "a symlink" | "a submodule link") for each such file ``diff`` creates.
+
+    ``git apply`` would create them; the tree's readers must never follow what a patch
+    creates (a link to /dev/zero, to the reviewer's home), so apply refuses them.
+    """
+    out: list[tuple[str, str]] = []
+    current = "?"
+    for line in diff.split("\n"):
+        if line.startswith("diff --git "):
+            paths = _git_header_paths(line)
+            current = _display_name(paths[-1]) if paths else "?"
+        elif line.startswith(("new file mode ", "new mode ", "index ")):
+            m = _SPECIAL_MODE_RE.match(line)
+            if m and (current, _MODE_NAMES[m.group(1)]) not in out:
+                out.append((current, _MODE_NAMES[m.group(1)]))
+    return out
+
+
 # --------------------------------------------------------------------------- diff text
 
 _EXT_HEADER_RE = re.compile(

@@ -9,11 +9,13 @@ cache, never in the user's ``.git``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -60,6 +62,31 @@ def _expand(path: str, what: str) -> Path:
     except RuntimeError:  # ~nouser/...
         user = path[1:].split("/", 1)[0]
         raise VerifyError(f"{what} {path}: no user {user!r} to expand ~{user}") from None
+
+
+MAX_TREE_FILE_BYTES = 32 << 20  # a source file larger than this is not read
+
+
+def read_tree_file(path: Path) -> str:
+    """A tree's source file as text, refusing what is not a regular file.
+
+    Symlinks, FIFOs and devices (a patch could make one point at /dev/zero) are never
+    followed or read; nor is a file over MAX_TREE_FILE_BYTES.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise VerifyError(f"{path}: a symlink in the tree; not followed") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise VerifyError(f"{path}: not a regular file in the tree; not read")
+        data = f.read(MAX_TREE_FILE_BYTES + 1)
+    if len(data) > MAX_TREE_FILE_BYTES:
+        raise VerifyError(f"{path}: over {MAX_TREE_FILE_BYTES >> 20} MB; not read")
+    return data.decode("utf-8", errors="replace")
 
 
 def is_url(spec: str) -> bool:

@@ -359,14 +359,15 @@ class Limits:
     fsize_bytes: int = 512 << 20
 
 
-def _preexec(limits: Limits):  # type: ignore[no-untyped-def]
+def _preexec(limits: Limits, sandboxed: bool):  # type: ignore[no-untyped-def]
     def run() -> None:  # in the child, before exec: inherited by bwrap and all it runs
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 2))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.fsize_bytes, limits.fsize_bytes))
         if limits.mem_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limits.mem_bytes, limits.mem_bytes))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
+        if sandboxed:  # counted in the sandbox's own user namespace; outside, per user
+            resource.setrlimit(resource.RLIMIT_NPROC, (limits.nproc, limits.nproc))
 
     return run
 
@@ -441,7 +442,7 @@ def popen(
         run_env = {**os.environ, **(env or {})}
     try:
         return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
-            full, cwd=str(cwd), env=run_env, preexec_fn=_preexec(limits),
+            full, cwd=str(cwd), env=run_env, preexec_fn=_preexec(limits, st.available),
             start_new_session=True, pass_fds=tuple(fds), close_fds=True, **popen_kw,
         )
     finally:

@@ -75,6 +75,12 @@ def _mutations(patch: bytes, rng: random.Random) -> list[tuple[str, bytes]]:
         ctrl = bytes(rng.choice([0x1B, 0x07, 0x08, 0x0D, 0x9B, 0x7F]) for _ in range(5))
         out.append(("control chars in subject",
                     patch.replace(b"Subject: ", b"Subject: " + ctrl + b"]0;x" + ctrl, 1)))
+    for _ in range(30):
+        ctrl = "\\" + format(rng.choice([0o33, 0o7, 0o10, 0o15, 0o177]), "03o")
+        quoted = f'"a/hv/mm{ctrl}]0;x.c"'.encode()
+        out.append(("control chars in file name",
+                    patch.replace(b"a/hv/mm.c", quoted, 1).replace(b"--- a/hv/mm.c",
+                                                                  b"--- " + quoted)))
     for _ in range(60):
         bad = bytes([rng.randrange(0x80, 0x100)])
         out.append(("non-UTF-8 file name", patch.replace(b"hv/mm.c", b"hv/mm" + bad + b".c")))
@@ -163,12 +169,12 @@ def test_fuzz_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     t0 = time.monotonic()
     try:
         for kind, path in files:
-            err = io.StringIO()
+            err, out = io.StringIO(), io.StringIO()
             signal.alarm(CASE_SECONDS)
             try:
-                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
                     rc = cli.main(["check", path, "--repo", str(repo), "--ref", "written-on",
-                                   "--no-checks", "--cache", str(cache), "-q"])
+                                   "--no-checks", "--cache", str(cache), "-q", "--markdown"])
             except _Hang:
                 rc = -1
             finally:
@@ -180,8 +186,8 @@ def test_fuzz_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
             by_kind.setdefault(kind, Counter())[outcome] += 1
             if rc in (3, -1) or (rc == 2 and len(lines) != 1):
                 problems.append(f"{kind}: {outcome}: {lines[:2]}")
-            if any("\x1b" in ln for ln in lines):
-                problems.append(f"{kind}: raw escape on stderr")
+            if "\x1b" in err.getvalue() or "\x1b" in out.getvalue():
+                problems.append(f"{kind}: a raw escape reached the terminal")
             if _hash_tree(repo) != repo_hash:
                 problems.append(f"{kind}: the repository changed")
                 repo_hash = _hash_tree(repo)

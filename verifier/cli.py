@@ -139,7 +139,9 @@ def _check(args: argparse.Namespace) -> int:
                 progress(f"wrote {path}")
     try:
         if args.markdown:
-            print(render_markdown(report))
+            from verifier.patch import printable
+
+            print(printable(render_markdown(report)))
         else:
             print_summary(report)
         sys.stdout.flush()

@@ -237,6 +237,9 @@ def _check_path(name: str, what: str) -> None:
         name = name[2:]
     if name.startswith("/") or ".." in name.split("/"):
         raise VerifyError(f"path escapes the tree: {name!r} in a {what!r} line")
+    if _CONTROL_RE.search(name):  # no tree has them; a terminal would obey them
+        raise VerifyError(f"file name with control characters: '{printable(name)}' in a "
+                          f"{what!r} line")
 
 
 def _git_header_paths(line: str) -> list[str]:

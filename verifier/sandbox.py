@@ -548,6 +548,50 @@ def _communicate(
     return out, err
 
 
+def run_sandboxed(
+    argv: list[str],
+    *,
+    cwd: Path,
+    readable: Iterable[Path] = (),
+    writable: Path | None = None,
+    cpu_s: int = 60,
+    mem_bytes: int | None = 2 << 30,
+    nproc: int = 64,
+    timeout_s: float = 60.0,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+    seccomp: bool = False,
+) -> Result:
+    """``run`` with the limits as keywords (for builds of patch text: generic mode's gcc).
+
+    ``mem_bytes`` is RLIMIT_AS: pass None for an ASan-built program (see asan_env).
+    """
+    return run(argv, cwd=cwd, readable=readable, writable=writable,
+               limits=Limits(cpu_s=cpu_s, mem_bytes=mem_bytes, nproc=nproc), env=env,
+               timeout_s=timeout_s, stdin=stdin, seccomp=seccomp)
+
+
+def popen_sandboxed(
+    argv: list[str],
+    *,
+    cwd: Path,
+    readable: Iterable[Path] = (),
+    writable: Path | None = None,
+    cpu_s: int = 120,
+    mem_bytes: int | None = None,
+    nproc: int = 16,
+    env: Mapping[str, str] | None = None,
+    seccomp: bool = True,
+    **popen_kw: object,
+) -> subprocess.Popen:
+    """``popen`` with the limits as keywords: a long-lived harness process (stdin/stdout
+    pipes in ``popen_kw``); defaults fit an ASan harness (no RLIMIT_AS, the filter on).
+    Add ``asan_env`` to ``env`` for the memory limits, and end it with ``kill``."""
+    return popen(argv, cwd=cwd, readable=readable, writable=writable,
+                 limits=Limits(cpu_s=cpu_s, mem_bytes=mem_bytes, nproc=nproc), env=env,
+                 seccomp=seccomp, **popen_kw)
+
+
 def asan_env(base: Mapping[str, str]) -> dict[str, str]:
     """Sanitizer options with the sandbox's memory limits added (see HARNESS_RSS_MB)."""
     env = dict(base)
@@ -571,7 +615,9 @@ __all__ = [
     "command",
     "kill",
     "popen",
+    "popen_sandboxed",
     "require",
     "run",
+    "run_sandboxed",
     "status",
 ]

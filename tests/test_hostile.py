@@ -41,6 +41,8 @@ def _hostile_patch(tree: Path, lines: list[str], out: Path) -> Path:
     brace = next(i for i in range(at, at + 5) if old[i].strip() == "{")
     new = old[: brace + 1] + [ln + "\n" for ln in lines] + old[brace + 1:]
     diff = "".join(difflib.unified_diff(old, new, f"a/{MM_C}", f"b/{MM_C}", n=3))
+    # the function in the hunk header, as git writes it (packs are chosen by it)
+    diff = diff.replace(" @@\n", " @@ " + old[at].strip() + "\n", 1)
     body = (f"From: Mallory <m@example.org>\nSubject: [PATCH] x86/mm: tidy fill_ro_mpt\n\n"
             f"---\ndiff --git a/{MM_C} b/{MM_C}\n{diff}")
     out.write_text(body)

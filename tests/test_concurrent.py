@@ -63,3 +63,12 @@ def test_concurrent_runs_match_solo_runs(tmp_path: Path, width: int, same_ref: b
     assert all(expected[ref] == rest for ref, *rest in together), (together, expected)
     assert _hash_tree(repo) == before
     assert not any((cache / "work").iterdir()) if (cache / "work").exists() else True
+
+
+def test_a_repeated_run_leaves_the_cache_byte_identical(tmp_path: Path) -> None:
+    repo, patch = toyrepo.build(tmp_path)
+    cache = tmp_path / "cache"
+    _verdicts([("master", _start(patch, repo, "master", cache, tmp_path / "a"), tmp_path / "a")])
+    first = _hash_tree(cache)
+    _verdicts([("master", _start(patch, repo, "master", cache, tmp_path / "b"), tmp_path / "b")])
+    assert _hash_tree(cache) == first  # the patched commit is the same commit: nothing new

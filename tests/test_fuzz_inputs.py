@@ -161,6 +161,11 @@ def test_fuzz_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
               ("symlink to /dev/zero", str(link)), ("directory", str(tmp_path))]
 
     repo_hash = _hash_tree(repo)
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        cli.main(["check", str(patch_file), "--repo", str(repo), "--ref", "written-on",
+                  "--no-checks", "--cache", str(cache), "-q"])  # warm the cache
+    cache_hash = _hash_tree(cache)
+    cache_changed: Counter[str] = Counter()
     outcomes: Counter[str] = Counter()
     by_kind: dict[str, Counter[str]] = {}
     problems: list[str] = []
@@ -191,6 +196,12 @@ def test_fuzz_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
             if _hash_tree(repo) != repo_hash:
                 problems.append(f"{kind}: the repository changed")
                 repo_hash = _hash_tree(repo)
+            now = _hash_tree(cache)
+            if now != cache_hash:
+                cache_changed[outcome] += 1
+                if rc == 2:  # refused input must not touch the cache
+                    problems.append(f"{kind}: exit 2 but the cache changed")
+                cache_hash = now
     finally:
         signal.signal(signal.SIGALRM, old)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -199,7 +210,7 @@ def test_fuzz_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         print(f"\nfuzz: {len(files)} inputs in {time.monotonic() - t0:.0f}s, "
               f"peak RSS {rss_mb:.0f} MB (from {rss0 / 1024:.0f} MB)")
         for outcome, n in sorted(outcomes.items()):
-            print(f"  {outcome}: {n}")
+            print(f"  {outcome}: {n} (cache content changed after {cache_changed[outcome]})")
         for kind, counts in sorted(by_kind.items()):
             print(f"    {kind}: {dict(counts)}")
     assert not problems, "\n".join(problems[:20])

@@ -79,7 +79,7 @@ FIXUP_MUTATIONS: dict[str, tuple[str, str]] = {
 MUTATIONS = {None, "no-fixup", *FIXUP_MUTATIONS}
 OPTIONAL_CONSTANTS = {"VMASST_TYPE_m2p_strict"}  # absent before 4.6
 # gcc in the sandbox: a hostile unit (an #include of a device, a macro bomb) ends here.
-GCC_LIMITS = sandbox.Limits(cpu_s=120, mem_bytes=3 << 30, nproc=32, fsize_bytes=512 << 20)
+GCC_LIMITS = sandbox.Limits(cpu_s=120, mem_bytes=3 << 29, nproc=32, fsize_bytes=512 << 20)
 GCC_TIMEOUT = 180.0
 GUARD_FILE = "sandbox_guard.c"
 # An #include in the tree's text that names anything but a header beside it: an absolute

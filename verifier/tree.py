@@ -324,7 +324,12 @@ def _signals_deferred() -> Iterator[None]:
 def commit_worktree(path: Path, message: str) -> str:
     """Commit everything in a worktree (the patched tree) and return the sha."""
     _git(path, "add", "-A")
-    _git(path, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
+    # Dated as its parent: the same patch on the same base is the same commit, so a run
+    # repeated on one cache writes nothing new into it.
+    when = _git(path, "log", "-1", "--format=%cI", "HEAD")
+    env = {"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    _git(path, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message,
+         env={**os.environ, **GIT_ENV, **env})
     return _git(path, "rev-parse", "HEAD")
 
 

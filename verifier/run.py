@@ -35,6 +35,7 @@ from verifier.target import (
 
 CPU_SECONDS = 120
 NPROC = 16  # threads included (ASan's RSS watcher is one); new processes are refused anyway
+WATCHDOG_PERIOD = 0.5  # seconds between RSS checks while a reply is awaited
 MAX_REPLY = 64 << 20  # a reply line longer than this is the harness misbehaving
 MAX_STDERR = 256 << 10  # stderr kept for the report; the rest is read and dropped
 ENV = {
@@ -118,7 +119,15 @@ class HarnessProcess:
                         last_op=command,
                         output=_trim(self._err.decode(errors="replace")),
                     )
-                for key, _ in sel.select(left):
+                ready = sel.select(min(left, WATCHDOG_PERIOD))
+                if not ready and sandbox.tree_rss(self.proc.pid) > sandbox.WATCHDOG_RSS_BYTES:
+                    self.kill()  # ASan's own limit did not stop it: the tool's watchdog does
+                    raise HarnessCrash(
+                        "harness exceeded its memory limit "
+                        f"({sandbox.WATCHDOG_RSS_BYTES >> 20} MB, the tool's watchdog): stopped",
+                        trace=list(self.trace), output="", signal=None,
+                    )
+                for key, _ in ready:
                     chunk = os.read(key.fd, 65536)
                     if key.fd == efd:
                         if not chunk:

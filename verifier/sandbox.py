@@ -461,6 +461,29 @@ def kill(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+WATCHDOG_RSS_BYTES = (HARNESS_RSS_MB + 512) << 20  # the tool's own check, above ASan's
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of ``pid`` and every process under it (the sandbox's whole tree)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total, todo, seen = 0, [pid], set()
+    while todo and len(seen) < 4096:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * page
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
 @dataclass
 class Result:
     returncode: int | None

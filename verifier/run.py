@@ -227,7 +227,8 @@ def classify(rc: int | None, err: str, trace: list[str], command: str) -> Harnes
     sig = _signal_of(rc)
     if sig == signal.SIGSYS:
         return SandboxViolation(
-            "harness made a system call the sandbox forbids (killed by SIGSYS): blocked",
+            "harness made a system call the sandbox forbids with its signals blocked, as "
+            "system() and posix_spawn() do to start a process (killed by SIGSYS): blocked",
             trace=trace, location=loc, output=out, attempt="a forbidden system call",
         )
     if sig == signal.SIGXCPU:

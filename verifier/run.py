@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from verifier import sandbox
+from verifier.patch import printable
 from verifier.target import (
     HarnessCrash,
     HarnessError,
@@ -117,7 +118,7 @@ class HarnessProcess:
                         trace=list(self.trace),
                         timeout=timeout,
                         last_op=command,
-                        output=_trim(self._err.decode(errors="replace")),
+                        output=_trim(printable(self._err.decode(errors="replace"))),
                     )
                 ready = sel.select(min(left, WATCHDOG_PERIOD))
                 if not ready and sandbox.tree_rss(self.proc.pid) > sandbox.WATCHDOG_RSS_BYTES:
@@ -161,7 +162,9 @@ class HarnessProcess:
             os.set_blocking(self.proc.stderr.fileno(), False)
             while len(err) < MAX_STDERR and (chunk := os.read(self.proc.stderr.fileno(), 65536)):
                 err += chunk
-        raise classify(rc, err[:MAX_STDERR].decode(errors="replace"), list(self.trace), command)
+        # what the code under test printed goes into reports and the terminal: escaped
+        text = printable(err[:MAX_STDERR].decode(errors="replace"))
+        raise classify(rc, text, list(self.trace), command)
 
     def kill(self) -> None:
         sandbox.kill(self.proc)

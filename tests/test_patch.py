@@ -609,9 +609,13 @@ def test_unreadable_file(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         path.chmod(0)
     else:  # root reads anything: make the read fail as it would for a user
-        def denied(self):
-            raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(Path, "read_bytes", denied)
+        real_open = os.open
+
+        def denied(name, *args, **kw):
+            if str(name) == str(path):
+                raise PermissionError(13, "Permission denied")
+            return real_open(name, *args, **kw)
+        monkeypatch.setattr(os, "open", denied)
     assert "cannot read the file (permission denied)" in _error([str(path)])
 
 

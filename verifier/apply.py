@@ -31,7 +31,7 @@ from verifier.model import (
     Prerequisite,
     TreeSource,
 )
-from verifier.patch import DiffHunk, parse_hunks
+from verifier.patch import DiffHunk, parse_hunks, printable, special_files
 from verifier.tree import GIT_ENV, commit_worktree, mainline, reset_worktree
 
 # Fraction of a patch's distinctive added lines that must be found in the tree to call
@@ -92,6 +92,7 @@ HUNK_CLEAN_RE = re.compile(r"^Hunk #(\d+) applied cleanly\.")
 HUNK_REJ_RE = re.compile(r"^Rejected hunk #(\d+)\.")
 CHECKING_RE = re.compile(
     r"^(?:Checking patch|Applying patch) (.+?)(?:\.\.\.| with \d+ rejects?\.\.\.)$")
+MAX_NAMED = 10  # failed hunks named in a conflict's one-line detail
 FILE_CLEAN_RE = re.compile(r"^Applied patch (.+?) cleanly\.$")
 NO_FILE_RE = re.compile(r"^error: (.+?): (?:No such file or directory|does not exist in index)$")
 
@@ -113,35 +114,40 @@ def _per_file_lines(text: str) -> dict[str, list[str]]:
 def _hunk_results(
     hunks: list[DiffHunk], output: str, moved: dict[str, str], *, rejected_ok: bool
 ) -> list[HunkResult]:
-    """HunkResult per hunk from ``git apply -v`` (and ``--reject``) output."""
+    """HunkResult per hunk from ``git apply -v`` (and ``--reject``) output.
+
+    The output is read once into (file, hunk number) -> what git said, so a patch of
+    many hunks costs linear time (a scan per hunk was quadratic).
+    """
     groups = _per_file_lines(output)
     clean_files = {m.group(1) for ln in output.splitlines() if (m := FILE_CLEAN_RE.match(ln))}
+    said: dict[tuple[str, int], tuple[str, int | None, int]] = {}
+    missing: set[str] = set()
+    for file, lines in groups.items():
+        for line in lines:
+            if (m := HUNK_OK_RE.match(line)):
+                offset = int(m.group(3) or 0)
+                said.setdefault((file, int(m.group(1))),
+                                ("offset" if offset else "ok", int(m.group(2)), offset))
+            elif (m := HUNK_CLEAN_RE.match(line)):
+                said.setdefault((file, int(m.group(1))), ("ok", None, 0))
+            elif (m := HUNK_REJ_RE.match(line)):
+                said.setdefault((file, int(m.group(1))), ("failed", None, 0))
+            elif (m := NO_FILE_RE.match(line)) and m.group(1) == file:
+                missing.add(file)
     results = []
     for h in hunks:
         target = moved.get(h.file, h.file)
-        lines = groups.get(target, [])
         # A file git reports as applied cleanly has no failed hunk, whatever it printed.
         ok = rejected_ok or target in clean_files
         status, applied, offset = ("ok" if ok else "failed"), None, 0
-        for line in lines:
-            m = HUNK_OK_RE.match(line)
-            if m and int(m.group(1)) == h.index:
-                applied = int(m.group(2))
-                offset = int(m.group(3) or 0)
-                status = "offset" if offset else "ok"
-                break
-            m = HUNK_CLEAN_RE.match(line)
-            if m and int(m.group(1)) == h.index:
-                applied, status = h.old_start, "ok"
-                break
-            m = HUNK_REJ_RE.match(line)
-            if m and int(m.group(1)) == h.index:
-                status = "failed"
-                break
-        else:
-            if ok:
+        if (target, h.index) in said:
+            status, applied, offset = said[(target, h.index)]
+            if status == "ok" and applied is None:
                 applied = h.old_start
-        if any((m := NO_FILE_RE.match(ln)) and m.group(1) == target for ln in lines):
+        elif ok:
+            applied = h.old_start
+        if target in missing:
             status, applied = "failed", None
         results.append(HunkResult(
             file=h.file, index=h.index, header=h.header, expected_line=h.old_start,
@@ -240,24 +246,33 @@ def lines_present(hunks: list[DiffHunk], tree: Path, moved: dict[str, str]) -> M
     cache: dict[str, dict[str, list[int]]] = {}
     found: dict[str, list[int]] = {}
     hits = 0
+    by_hunk: dict[int, list[str]] = {}
+    for hh, n in wanted:
+        by_hunk.setdefault(id(hh), []).append(n)
     for h in hunks:
-        lines = [n for hh, n in wanted if hh is h]
+        lines = by_hunk.get(id(h))
         if not lines:
             continue
         f = moved.get(h.file, h.file)
         index = cache.setdefault(f, _normalised_lines(tree / f))
-        places = [(pos, i) for i, n in enumerate(lines) for pos in index.get(n, [])]
-        best: set[int] = set()
-        best_pos: list[int] = []
+        places = sorted((pos, i) for i, n in enumerate(lines) for pos in index.get(n, []))
         span = max(2 * h.new_len, 20)
-        for start, _ in places:
-            inside = [(pos, i) for pos, i in places if start <= pos <= start + span]
-            if len({i for _, i in inside}) > len(best):
-                best = {i for _, i in inside}
-                best_pos = [pos for pos, _ in inside]
-        hits += len(best)
-        if best_pos:
-            found.setdefault(f, []).extend(best_pos)
+        best_n, best_range = 0, (0, 0)
+        counts: dict[int, int] = {}
+        right = 0
+        for left, (start, _) in enumerate(places):  # a sliding window: linear in places
+            while right < len(places) and places[right][0] <= start + span:
+                counts[places[right][1]] = counts.get(places[right][1], 0) + 1
+                right += 1
+            if len(counts) > best_n:
+                best_n, best_range = len(counts), (left, right)
+            i = places[left][1]
+            counts[i] -= 1
+            if not counts[i]:
+                del counts[i]
+        hits += best_n
+        if best_n:
+            found.setdefault(f, []).extend(pos for pos, _ in places[slice(*best_range)])
     score = hits / len(wanted)
     if score < PRESENT_THRESHOLD:
         return None
@@ -439,6 +454,11 @@ def apply_patch(
     patch: Patch, co: Checkout, scratch: Path, progress: Progress | None = None
 ) -> ApplyResult:
     """Apply one patch to the worktree (left applied and committed on success)."""
+    special = special_files(patch.diff)
+    if special:  # never followed, so never created: the checks read the patched tree
+        named = ", ".join(f"{printable(p)} ({what})" for p, what in special[:5])
+        return _error(f"the patch creates {named}: refused; xen-verify does not create "
+                      "or follow links a patch makes")
     g = _Git(co.path)
     hist = _Git(co.source.git_dir)  # history questions go to the source repository (read-only)
     hunks = parse_hunks(patch.diff)
@@ -545,8 +565,10 @@ def apply_patch(
     hr = _hunk_results(hunks, rej.stdout + rej.stderr, moved, rejected_ok=False)
     reset_worktree(g.cwd)
     failed = [h for h in hr if h.status == "failed"]
-    where = ", ".join(f"{h.target_file or h.file} hunk #{h.index} (expected at line "
-                      f"{h.expected_line})" for h in failed) or _last(fwd.stderr)
+    where = ", ".join(f"{printable(h.target_file or h.file)} hunk #{h.index} (expected at line "
+                      f"{h.expected_line})" for h in failed[:MAX_NAMED]) or _last(fwd.stderr)
+    if len(failed) > MAX_NAMED:  # the detail is one line: name a few, count the rest
+        where += f" and {len(failed) - MAX_NAMED} more hunks"
     return ApplyResult(ApplyStatus.CONFLICT, f"conflict: {where}{moved_note}", hunks=tuple(hr),
                        moved_files=moved_t)
 

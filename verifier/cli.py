@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
 import signal
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cache directory (default $XEN_VERIFY_CACHE or "
                              "$XDG_CACHE_HOME/xen-verify)")
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+        sp.add_argument("--no-sandbox", action="store_true",
+                        help="where no sandbox (bubblewrap) can be had, run the patch's code "
+                             "anyway, with resource limits only")
 
     c = sub.add_parser("check", help="apply a patch to each ref, run the checks, report")
     c.add_argument("patches", nargs="+", metavar="PATCH",
@@ -84,10 +88,22 @@ def _progress(quiet: bool):  # type: ignore[no-untyped-def]
     err = Console(stderr=True)
 
     def say(msg: str) -> None:
-        err.print(f"xen-verify: {msg}", style="dim", highlight=False, markup=False,
+        from verifier.patch import printable
+
+        err.print(f"xen-verify: {printable(msg)}", style="dim", highlight=False, markup=False,
                   soft_wrap=True)
 
     return say
+
+
+def _need_sandbox(args: argparse.Namespace, progress: Any) -> None:
+    """Refuse before anything runs when patch code would run unconfined (--no-sandbox)."""
+    from verifier import sandbox
+
+    sandbox.allow_unsandboxed(bool(args.no_sandbox))
+    st = sandbox.require()
+    if not st.available:
+        print(f"xen-verify: warning: {st.note}", file=sys.stderr)
 
 
 def _trees(args: argparse.Namespace) -> list[TreeRequest]:
@@ -109,6 +125,8 @@ def _check(args: argparse.Namespace) -> int:
     from verifier.tree import cache_root
 
     progress = _progress(args.quiet)
+    if not args.no_checks:
+        _need_sandbox(args, progress)
     cache = cache_root(args.cache)
     reqs = _trees(args)
     if args.report_dir and Path(args.report_dir).exists() and not Path(args.report_dir).is_dir():
@@ -127,13 +145,24 @@ def _check(args: argparse.Namespace) -> int:
                 progress(f"wrote {path}")
     try:
         if args.markdown:
-            print(render_markdown(report))
+            from verifier.patch import printable
+
+            print(printable(render_markdown(report)))
         else:
             print_summary(report)
         sys.stdout.flush()
     except BrokenPipeError:  # `| head`: the reader left; the verdict still decides the status
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
+    except OSError as e:  # stdout on a full device, a closed terminal
+        _drop_stdout()
+        raise VerifyError(f"cannot write to standard output: {e.strerror or e}") from None
     return exit_status(report)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _harness(args: argparse.Namespace) -> int:
@@ -144,6 +173,7 @@ def _harness(args: argparse.Namespace) -> int:
     from verifier.tree import cache_root, checkout
 
     progress = _progress(args.quiet)
+    _need_sandbox(args, progress)
     cache = cache_root(args.cache)
     reqs = _trees(args)
     req = reqs[0]
@@ -172,6 +202,28 @@ def _harness(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_MACHINE_ERRORS = ("No space left on device", "Read-only file system", "Permission denied",
+                   "Disk quota exceeded")
+
+
+def _machine_refused(e: BaseException) -> str | None:
+    """The line of a failed command (git) that says the machine refused, if one does."""
+    text = " ".join(str(getattr(e, "stderr", "") or e).split())
+    for what in _MACHINE_ERRORS:
+        if what in text:
+            cmd = getattr(e, "command", None)
+            name = " ".join(cmd[:3]) if isinstance(cmd, list) else type(e).__name__
+            return _one_line(f"{what.lower()} ({name}: {text[-300:]})")
+    return None
+
+
+def _one_line(text: str) -> str:
+    """An error message as one printable line (it may quote a patch)."""
+    from verifier.patch import printable
+
+    return printable(" ".join(text.split("\n")))[:2000]
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM takes the same clean-up path as Ctrl-C (worktrees removed, no partial files).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -181,7 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             return _check(args)
         return _harness(args)
     except VerifyError as e:
-        print(f"xen-verify: error: {e}", file=sys.stderr)
+        print(f"xen-verify: error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # the machine refused: a full disk, an unwritable place
+        _drop_stdout()
+        where = f": {e.filename}" if e.filename else ""
+        print(f"xen-verify: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("xen-verify: interrupted; worktrees removed", file=sys.stderr)
@@ -189,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in the tool: one line, the traceback on request
         if os.environ.get("XEN_VERIFY_DEBUG"):
             raise
-        print(f"xen-verify: internal error: {type(e).__name__}: {e} "
+        machine = _machine_refused(e)
+        if machine:  # git (or another tool) hit a full disk or an unwritable place
+            print(f"xen-verify: error: {machine}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"xen-verify: internal error: {type(e).__name__}: {_one_line(str(e))} "
               "(set XEN_VERIFY_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_INTERNAL
 

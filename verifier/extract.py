@@ -16,12 +16,13 @@ what pycparser 3.12 rejects) and returns the free identifiers of a piece.
 from __future__ import annotations
 
 import re
-import subprocess
+import shutil
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from verifier.model import VerifyError
+from verifier.tree import read_tree_file
 
 # --------------------------------------------------------------------------- data
 
@@ -194,7 +195,7 @@ def _line_offsets(text: str) -> list[int]:
 
 def locate_function(path: Path, rel: str, name: str, role: str, commit: str | None) -> Extracted:
     """Extract function ``name`` from ``path``; tree-sitter and the brace scanner must agree."""
-    text = path.read_text(errors="replace")
+    text = read_tree_file(path)
     found = ts_functions(text.encode())
     if name not in found:
         raise KeyError(name)
@@ -229,7 +230,7 @@ def _restore_fixup(tree: Path, commit: str | None) -> Extracted | None:
     path = tree / rel
     if not path.exists():
         return None
-    text = path.read_text(errors="replace")
+    text = read_tree_file(path)
     src = text.encode()
     tree_ = _parser().parse(src)
     fn = None
@@ -405,7 +406,7 @@ def _asm_only_lines(text: str) -> set[int]:
 
 
 def _index_file(tree: Path, f: Path, index: dict[str, tuple[str, int, str, str]]) -> None:
-    text = f.read_text(errors="replace")
+    text = read_tree_file(f)
     rel = str(f.relative_to(tree))
     asm = _asm_only_lines(text) if "__ASSEMBL" in text else set()
     for m in _DEFINE.finditer(text):
@@ -595,11 +596,18 @@ def analyse(preprocessed: str) -> Analysis:
 
 def preprocess(source: str, include_dir: Path, defines: tuple[str, ...] = ()) -> str:
     """``gcc -E`` of ``source`` with ``include_dir`` on the include path."""
-    cmd = ["gcc", "-E", "-P", "-std=gnu11", f"-I{include_dir}", *defines, "-x", "c", "-"]
-    try:
-        proc = subprocess.run(cmd, input=source, capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        raise VerifyError("gcc not found: the harness needs gcc") from None
+    from verifier import sandbox  # the source holds patch text: gcc runs sandboxed
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise VerifyError("gcc not found: the harness needs gcc")
+    inc = Path(include_dir).resolve()
+    cmd = [gcc, "-E", "-P", "-std=gnu11", f"-I{inc}", *defines, "-x", "c", "-"]
+    proc = sandbox.run(cmd, cwd=inc, readable=[inc], limits=sandbox.Limits(cpu_s=60),
+                       timeout_s=90, stdin=source.encode(), max_output=256 << 20)
+    if proc.timed_out:
+        raise VerifyError("gcc -E did not finish within 90s")
     if proc.returncode != 0:
-        raise VerifyError(f"gcc -E failed: {proc.stderr.strip().splitlines()[:1]}")
-    return proc.stdout
+        err = proc.stderr.decode(errors="replace").strip().splitlines()[:1]
+        raise VerifyError(f"gcc -E failed: {err or ['status ' + str(proc.returncode)]}")
+    return proc.stdout.decode(errors="replace")

@@ -16,7 +16,7 @@ import hashlib
 import os
 import re
 import shlex
-import subprocess
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import jinja2
 
-from verifier import extract
+from verifier import extract, sandbox
 from verifier.extract import Extracted
 from verifier.model import VerifyError
-from verifier.target import HarnessError
+from verifier.target import HarnessError, SandboxViolation
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "harness_templates"
 CFLAGS = (
@@ -101,6 +101,15 @@ VALIDATOR_MUTATIONS: dict[str, Callable[[str], tuple[str, int]]] = {
 # no-fixup: the restore walk's fill_ro_mpt fills nothing (the pack's mutation proof)
 MUTATIONS = {None, "no-fixup", *FIXUP_MUTATIONS, *VALIDATOR_MUTATIONS}
 OPTIONAL_CONSTANTS = {"VMASST_TYPE_m2p_strict"}  # absent before 4.6
+# gcc in the sandbox: a hostile unit (an #include of a device, a macro bomb) ends here.
+GCC_LIMITS = sandbox.Limits(cpu_s=120, mem_bytes=3 << 29, nproc=32, fsize_bytes=512 << 20)
+GCC_TIMEOUT = 180.0
+GUARD_FILE = "sandbox_guard.c"
+# An #include in the tree's text that names anything but a header beside it: an absolute
+# path, a parent directory, a device (gcc would read /dev/zero until memory runs out).
+_HOSTILE_INCLUDE = re.compile(
+    r'^[ \t]*#[ \t]*(?:include|include_next|import|embed)\b[ \t]*[<"]?([^>"\n]*)', re.M
+)
 # Names the environment header provides (never taken from the tree).
 ENV_NAMES_SKIP = {"ASSERT", "BUG_ON", "BUG", "NULL", "true", "false", "bool", "current"}
 
@@ -223,7 +232,28 @@ def render(
         "env.h": env.get_template("env.h.j2").render(**ctx),
         "pieces.c": _fix_self_lines(env.get_template("pieces.c.j2").render(**ctx)),
         "driver.c": env.get_template("driver.c.j2").render(**ctx),
+        GUARD_FILE: sandbox.GUARD_C,
     }
+
+
+def refuse_hostile_includes(pieces: dict[str, Extracted | None]) -> None:
+    """SandboxViolation for an ``#include`` in the tree's text that reaches outside it.
+
+    The extracted pieces are function bodies and statements: an include there is the
+    patch's doing, and gcc would read whatever it names. Checked before any gcc runs.
+    """
+    for piece in pieces.values():
+        if piece is None:
+            continue
+        for m in _HOSTILE_INCLUDE.finditer(piece.text):
+            target = m.group(1).strip()
+            if target.startswith("/") or ".." in target or not target:
+                line = piece.first_line + piece.text.count("\n", 0, m.start())
+                what = f"#include {target or '(a macro)'}"
+                raise SandboxViolation(
+                    f"harness source tried to {what} ({piece.file}:{line}): blocked",
+                    location=f"{piece.file}:{line}", attempt=what, pieces=pieces,
+                )
 
 
 def generate(
@@ -250,6 +280,7 @@ def generate(
             raise
         except VerifyError as e:
             raise HarnessError(f"no harness for {tree}: {e}") from None
+    refuse_hostile_includes(pieces)
     label = label or (str(tree) if tree is not None else "fixture")
     names = list(BASE_CONSTANTS) + (["ROOT_PAGETABLE_PV_XEN_SLOTS"] if real_pin else [])
     stubs: list[str] = []
@@ -317,22 +348,39 @@ def generate(
     raise HarnessError("free-identifier analysis did not settle after 6 rounds")
 
 
+def run_gcc(argv: list[str], where: Path, *, stdin: bytes | None = None) -> sandbox.Result:
+    """gcc on the harness unit in the sandbox: ``where`` is the only place it sees or writes."""
+    gcc = shutil.which(argv[0])
+    if gcc is None:
+        raise HarnessError("gcc not found: the harness needs gcc")
+    res = sandbox.run([gcc, *argv[1:]], cwd=where, writable=where, limits=GCC_LIMITS,
+                      timeout_s=GCC_TIMEOUT, stdin=stdin)
+    if res.timed_out:
+        raise HarnessError(f"gcc did not finish within {GCC_TIMEOUT:g}s on the harness unit")
+    return res
+
+
 def _gcc_syntax_error(files: dict[str, str], where: Path) -> str | None:
     """gcc's first error for the unit, or None when it compiles."""
     (where / "pieces.c").write_text(files["pieces.c"])
-    proc = subprocess.run(
-        ["gcc", "-std=gnu11", "-fsyntax-only", "-Werror=implicit-function-declaration",
-         "pieces.c"],
-        cwd=where, capture_output=True, text=True, timeout=120,
-    )
+    proc = run_gcc(["gcc", "-std=gnu11", "-fsyntax-only",
+                    "-Werror=implicit-function-declaration", "pieces.c"], where)
     if proc.returncode == 0:
         return None
+    stderr = proc.stderr.decode(errors="replace")
     # An identifier not yet declared is what the closure rounds add: not the reason.
-    errors = [ln for ln in proc.stderr.splitlines() if ": error:" in ln
+    errors = [ln for ln in stderr.splitlines() if ": error:" in ln
               and "undeclared" not in ln and "implicit declaration" not in ln][:3]
     if not errors:
-        return None
+        return None if proc.returncode == 1 else "harness does not compile: " + _limit_hint(proc)
     return "harness does not compile: " + " | ".join(errors)
+
+
+def _limit_hint(res: sandbox.Result) -> str:
+    if res.returncode is not None and res.returncode > 128:
+        return f"gcc was stopped by the sandbox's limits (status {res.returncode})"
+    tail = res.stderr.decode(errors="replace").strip().splitlines()[-1:]
+    return tail[0] if tail else f"gcc exit status {res.returncode}"
 
 
 def fixture_pieces(*paths: Path, role: str = "fill_ro_mpt") -> dict[str, Extracted | None]:
@@ -352,7 +400,7 @@ def fixture_pieces(*paths: Path, role: str = "fill_ro_mpt") -> dict[str, Extract
 
 
 def gcc_command(out: str = "driver") -> list[str]:
-    return ["gcc", *CFLAGS, "-o", out, "pieces.c", "driver.c"]
+    return ["gcc", *CFLAGS, "-o", out, "pieces.c", "driver.c", GUARD_FILE]
 
 
 def write_sources(src: HarnessSources, out_dir: Path) -> Path:
@@ -384,17 +432,19 @@ def build(src: HarnessSources, cache_dir: Path) -> Built:
         return Built(exe, src, 0.0, True)
     tmp = Path(cache_dir) / f".build-{src.key}-{os.getpid()}"
     write_sources(src, tmp)
+    refuse_hostile_includes(src.pieces)
     t0 = time.monotonic()
     try:
-        proc = subprocess.run(
-            gcc_command(), cwd=tmp, capture_output=True, text=True, timeout=300
-        )
-    except FileNotFoundError:
-        raise HarnessError("gcc not found: the harness needs gcc") from None
+        proc = run_gcc(gcc_command(), tmp)
+    except HarnessError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if proc.returncode != 0:
-        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln][:5]
+        stderr = proc.stderr.decode(errors="replace")
+        errors = [ln for ln in stderr.splitlines() if "error" in ln][:5]
+        shutil.rmtree(tmp, ignore_errors=True)
         raise HarnessError(
-            f"harness build failed ({tmp}): " + (" | ".join(errors) or proc.stderr[-500:])
+            "harness build failed: " + (" | ".join(errors) or _limit_hint(proc))
         )
     seconds = time.monotonic() - t0
     with contextlib.suppress(OSError):  # another process may have built the same key
@@ -430,4 +480,8 @@ def write_harness(
     ``label`` names the tree in the files (``ref (sha) of repo``): ``tree`` may be a
     worktree that is gone by the time a reviewer reads them.
     """
-    return write_sources(tree_sources(Path(tree), commit=commit, label=label), Path(out_dir))
+    try:
+        src = tree_sources(Path(tree), commit=commit, label=label)
+    except SandboxViolation as e:
+        raise HarnessError(str(e)) from None
+    return write_sources(src, Path(out_dir))

@@ -24,7 +24,9 @@ from __future__ import annotations
 import email
 import email.policy
 import email.utils
+import os
 import re
+import stat
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage, Message
@@ -167,6 +169,30 @@ def diff_files(diff: str) -> tuple[FileChange, ...]:
     return tuple(out)
 
 
+_SPECIAL_MODE_RE = re.compile(
+    r"^(?:new file mode|new mode|index \S+) (120000|160000)$", re.M)
+_MODE_NAMES = {"120000": "a symlink", "160000": "a submodule link"}
+
+
+def special_files(diff: str) -> list[tuple[str, str]]:
+    """(path, "a symlink" | "a submodule link") for each such file ``diff`` creates.
+
+    ``git apply`` would create them; the tree's readers must never follow what a patch
+    creates (a link to /dev/zero, to the reviewer's home), so apply refuses them.
+    """
+    out: list[tuple[str, str]] = []
+    current = "?"
+    for line in diff.split("\n"):
+        if line.startswith("diff --git "):
+            paths = _git_header_paths(line)
+            current = _display_name(paths[-1]) if paths else "?"
+        elif line.startswith(("new file mode ", "new mode ", "index ")):
+            m = _SPECIAL_MODE_RE.match(line)
+            if m and (current, _MODE_NAMES[m.group(1)]) not in out:
+                out.append((current, _MODE_NAMES[m.group(1)]))
+    return out
+
+
 # --------------------------------------------------------------------------- diff text
 
 _EXT_HEADER_RE = re.compile(
@@ -211,6 +237,9 @@ def _check_path(name: str, what: str) -> None:
         name = name[2:]
     if name.startswith("/") or ".." in name.split("/"):
         raise VerifyError(f"path escapes the tree: {name!r} in a {what!r} line")
+    if _CONTROL_RE.search(name):  # no tree has them; a terminal would obey them
+        raise VerifyError(f"file name with control characters: '{printable(name)}' in a "
+                          f"{what!r} line")
 
 
 def _git_header_paths(line: str) -> list[str]:
@@ -330,6 +359,10 @@ class _Scanner:
         m = _HUNK_RE.match(header)
         if not m:
             raise VerifyError(f"corrupt patch: {name} hunk #{number}: bad header {header!r}")
+        if any(g and len(g) > 10 for g in m.groups()[:4]) or max(
+                int(g) for g in m.groups()[:4] if g) > MAX_LINE_NUMBER:
+            raise VerifyError(f"corrupt patch: {name} hunk #{number}: line number out of range "
+                              f"in {header[:80]!r}")
         old = int(m.group(2)) if m.group(2) is not None else 1
         new = int(m.group(4)) if m.group(4) is not None else 1
         want_old, want_new = old, new
@@ -464,30 +497,124 @@ def _iso_date(value: str | None) -> str | None:
 # --------------------------------------------------------------------------- reading
 
 
+MAX_PATCH_BYTES = 64 << 20  # a patch (or its gunzipped form) larger than this is refused
+MAX_LINE_BYTES = 1 << 20  # one line longer than this is not a patch
+MAX_SUBJECT_CHARS = 4096  # a subject goes into a commit message on the command line
+MAX_LINE_NUMBER = 10**9  # a hunk header's line number beyond any real file
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def _read(arg: str) -> bytes:
-    p = Path(arg)
+    """The bytes of the patch file ``arg``: every input check in one place.
+
+    Refused, with one line: what is not a regular file (a FIFO would block, a device
+    never ends), more than MAX_PATCH_BYTES (also once gunzipped: a gzip bomb stops at
+    the limit), NUL bytes, lines over MAX_LINE_BYTES.
+    """
     try:
-        if p.is_dir():
-            raise VerifyError(f"{arg}: is a directory, not a patch file")
-        data = p.read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer must not wait for one
+        fd = os.open(arg, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise VerifyError(f"{arg}: no such file") from None
     except PermissionError:
         raise VerifyError(f"{arg}: cannot read the file (permission denied)") from None
     except OSError as e:
         raise VerifyError(f"{arg}: cannot read the file ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise VerifyError(f"{arg}: is {_kind_of(st.st_mode)}, not a patch file")
+        if st.st_size > MAX_PATCH_BYTES:
+            raise VerifyError(f"{arg}: {st.st_size:,} bytes, over the "
+                              f"{MAX_PATCH_BYTES >> 20} MB limit for a patch")
+        chunks, size = [], 0
+        while size <= MAX_PATCH_BYTES:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    except OSError as e:
+        raise VerifyError(f"{arg}: cannot read the file ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_PATCH_BYTES:
+        raise VerifyError(f"{arg}: over the {MAX_PATCH_BYTES >> 20} MB limit for a patch")
     if data[:2] == b"\x1f\x8b":  # lore's t.mbox.gz and the like
-        import gzip
-
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise VerifyError(f"{arg}: corrupt gzip file ({e})") from None
+        data = _gunzip(data, arg)
     if not data.strip():
         raise VerifyError(f"{arg}: empty file, not a patch")
     if b"\0" in data:
         raise VerifyError(f"{arg}: binary data (NUL bytes), not a patch")
+    _check_lines(data, arg)
     return data
+
+
+def _gunzip(data: bytes, arg: str) -> bytes:
+    """Decompress every gzip member, stopping at MAX_PATCH_BYTES of output."""
+    import zlib
+
+    out: list[bytes] = []
+    size = 0
+    rest = data
+    try:
+        while rest:
+            d = zlib.decompressobj(wbits=31)
+            while True:
+                piece = d.decompress(rest, MAX_PATCH_BYTES + 1 - size)
+                out.append(piece)
+                size += len(piece)
+                if size > MAX_PATCH_BYTES:
+                    raise VerifyError(f"{arg}: decompresses to over {MAX_PATCH_BYTES >> 20} MB "
+                                      "(the limit for a patch)")
+                rest = d.unconsumed_tail
+                if d.eof or not rest:
+                    break
+            if not d.eof:
+                raise VerifyError(f"{arg}: corrupt gzip file (truncated)")
+            rest = d.unused_data
+            if rest and rest[:2] != b"\x1f\x8b":
+                break  # trailing garbage after the last member, as gzip -d tolerates
+    except zlib.error as e:
+        raise VerifyError(f"{arg}: corrupt gzip file ({e})") from None
+    return b"".join(out)
+
+
+def _check_lines(data: bytes, arg: str) -> None:
+    """Refuse lines over MAX_LINE_BYTES (by "\n", or by "\r" in a CR-only file)."""
+    sep = b"\n" if b"\n" in data else b"\r"
+    start = 0
+    number = 1
+    while start < len(data):
+        end = data.find(sep, start)
+        if end < 0:
+            end = len(data)
+        if end - start > MAX_LINE_BYTES:
+            raise VerifyError(f"{arg}: line {number} is {end - start:,} bytes, over the "
+                              f"{MAX_LINE_BYTES >> 20} MB limit for a line")
+        start = end + 1
+        number += 1
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with terminal control characters (ESC, BEL, CR, C1 ...) shown as ``\\xNN``.
+
+    Everything a patch says (subject, author, file names) passes through here before it
+    can reach a terminal, so a patch cannot retitle a window or clear a screen.
+    """
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 # An mbox "From_" line with its asctime date ("From <sha> Mon Sep 17 00:00:00 2001",
@@ -651,6 +778,16 @@ def _make_patch(diff: str, name: str, message: str = "", **meta: object) -> Patc
     files = diff_files(diff)
     if not files:
         raise VerifyError("no diff found, not a patch")
+    subject = str(meta.get("subject") or "")
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise VerifyError(f"the subject is {len(subject):,} characters, over the "
+                          f"{MAX_SUBJECT_CHARS} limit")
+    for key in ("subject", "author", "date", "message_id"):
+        if isinstance(meta.get(key), str):
+            meta[key] = printable(meta[key])  # type: ignore[arg-type]
+    if meta.get("trailers"):
+        meta["trailers"] = tuple((printable(k), printable(v))
+                                 for k, v in meta["trailers"])  # type: ignore[attr-defined]
     return Patch(meta=PatchMeta(**meta), diff=diff, files=files, message=message)  # type: ignore[arg-type]
 
 

@@ -59,8 +59,11 @@ def run_checks(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     packs = packs_for(series)
     if not packs:
         return [], ["no check pack concerns the functions this patch touches"], []
+    from verifier import sandbox
+
     results: list[CheckResult] = []
-    notes: list[str] = []
+    # Where patch code ran unconfined (--no-sandbox on a machine without one), say so.
+    notes: list[str] = [] if sandbox.status().available else [sandbox.status().note]
     limits: list[PackLimits] = []
     for pack in packs:
         if progress:

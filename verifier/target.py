@@ -48,6 +48,12 @@ class HarnessCrash(HarnessFailure):
     signal: int | None = None
 
 
+class SandboxViolation(HarnessFailure):
+    """The code tried what the sandbox forbids (``.attempt``: "open a socket", ...)."""
+
+    attempt: str = ""
+
+
 class HarnessHang(HarnessFailure):
     """No reply within the time limit (``.timeout``, ``.last_op``)."""
 
@@ -106,6 +112,12 @@ class Target(Protocol):
 
 
 PREEMPT_MODES = ("never", "always", "every", "at")
+# A harness that hangs is killed at the operation timeout and restarted for the next
+# scenario; after the first hang the timeout drops to RETRY_TIMEOUT, and after
+# HANG_BUDGET hangs the target refuses further operations (an ``error``: not run), so a
+# spinning patch costs seconds, not a timeout per scenario.
+HANG_BUDGET = 3
+RETRY_TIMEOUT = 2.0
 # extract.ROLES keys -> the role names of the m2p_strict check pack's declaration
 PACK_ROLE_NAMES = {
     "restore_fixup": "restore fixup block",
@@ -127,14 +139,22 @@ class HarnessTarget:
     and injecting into get/put_page_from_l4e is refused.
     """
 
-    def __init__(self, built: Any, *, label: str = "", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        built: Any,
+        *,
+        label: str = "",
+        timeout: float = 10.0,
+        blocked: SandboxViolation | None = None,
+    ) -> None:
         from verifier.run import HarnessProcess
 
         self.built = built
-        self.pieces = built.sources.pieces
-        self.revision = label or built.sources.label
+        sources = built.sources if built is not None else None
+        self.pieces = sources.pieces if sources else dict(getattr(blocked, "pieces", {}) or {})
+        self.revision = label or (sources.label if sources else "")
         self.timeout = timeout
-        self.real_pin = bool(built.sources.real_pin)
+        self.real_pin = bool(sources and sources.real_pin)
         self.emulated: set[str] = set() if self.real_pin else {"pin_l4", "unpin_l4"}
         self.roles: dict[str, str | None] = {
             role: (p.location if p is not None else None) for role, p in self.pieces.items()
@@ -142,10 +162,22 @@ class HarnessTarget:
         self.op_seconds: list[float] = []
         self.restarts = 0  # processes started again by reset() after a failure
         self.notes: list[str] = []
-        self._proc = HarnessProcess(built.exe, timeout=timeout)
-        self.constants: dict[str, Any] = self._proc.call("constants", record=False)
-        self.constants.pop("ok", None)
+        self.hangs = 0
+        # Built from text the sandbox refused (e.g. an #include of a device): every
+        # operation fails with that violation, so each scenario reports what was tried.
+        self.blocked = blocked
         self._nr_pages = 0
+        if blocked is not None:
+            from verifier.harness import MAX_PAGES
+
+            self._proc = None
+            self.constants: dict[str, Any] = {"max_pages": MAX_PAGES}
+            self._pv64 = True
+            self._injected: dict[str, tuple[int, int]] = {}
+            return
+        self._proc = HarnessProcess(built.exe, timeout=timeout)
+        self.constants = self._proc.call("constants", record=False)
+        self.constants.pop("ok", None)
         self._pv64 = True
         self._injected: dict[str, tuple[int, int]] = {}
 
@@ -163,12 +195,30 @@ class HarnessTarget:
 
     @property
     def trace(self) -> list[str]:
-        return list(self._proc.trace)
+        return list(self._proc.trace) if self._proc is not None else []
+
+    def _raw(self, command: str, *, record: bool = True) -> dict:
+        """One operation, within the hang budget (see HANG_BUDGET)."""
+        if self.blocked is not None:
+            b = self.blocked
+            raise SandboxViolation(str(b), trace=[command], output=b.output, attempt=b.attempt)
+        if self.hangs >= HANG_BUDGET:
+            raise HarnessError(
+                f"{self.revision}: not run: the harness hung {self.hangs} times; "
+                "later operations are not tried"
+            )
+        assert self._proc is not None
+        timeout = min(self.timeout, RETRY_TIMEOUT) if self.hangs else None
+        try:
+            return self._proc.call(command, record=record, timeout=timeout)
+        except HarnessHang:
+            self.hangs += 1
+            raise
 
     def _call(self, command: str) -> dict:
         t0 = time.monotonic()
         try:
-            return self._proc.call(command)
+            return self._raw(command)
         finally:
             self.op_seconds.append(time.monotonic() - t0)
 
@@ -177,7 +227,8 @@ class HarnessTarget:
             raise HarnessError(f"{self.revision}: role {role} is absent in this tree")
 
     def close(self) -> None:
-        self._proc.close()
+        if self._proc is not None:
+            self._proc.close()
 
     def __enter__(self) -> HarnessTarget:
         return self
@@ -192,6 +243,9 @@ class HarnessTarget:
     ) -> None:
         if not 0 <= nr_pages <= int(self.constants.get("max_pages", 0)):
             raise HarnessError(f"nr_pages {nr_pages} outside 0..{self.constants.get('max_pages')}")
+        if self._proc is None:  # blocked: the operation says why
+            self._call(f"reset {nr_pages}")
+        assert self._proc is not None
         if not self._proc.alive:  # a failure ended the last run: start a fresh process
             from verifier.run import HarnessProcess
 
@@ -236,10 +290,10 @@ class HarnessTarget:
             entry, rc = inj
             if rc == -c["ERESTART"] or (rc == -c["EINTR"] and entry):
                 self._call(f"set_type {mfn} {l4 | c['PGT_partial'] | 1}")
-                self._proc.trace.append(f"pin_l4 {mfn} (emulated) -> partial at {entry}")
+                self._note(f"pin_l4 {mfn} (emulated) -> partial at {entry}")
                 return -c["ERESTART"]
             self._call(f"set_type {mfn} 0")
-            self._proc.trace.append(f"pin_l4 {mfn} (emulated) -> {rc}")
+            self._note(f"pin_l4 {mfn} (emulated) -> {rc}")
             return rc
         strict = c["m2p_strict_bit"] >= 0 and (st["vm_assist"] >> c["m2p_strict_bit"]) & 1
         slot = c["idle_slot"] if strict and self._pv64 else 0
@@ -247,7 +301,7 @@ class HarnessTarget:
         self._call(f"set_type {mfn} {l4 | c['PGT_validated'] | c['PGT_pinned'] | 1}")
         if c["has_counter"]:
             self._call(f"add_l4 {mfn} 1")
-        self._proc.trace.append(f"pin_l4 {mfn} (emulated)")
+        self._note(f"pin_l4 {mfn} (emulated)")
         return 0
 
     def _unpin_emulated(self, mfn: int) -> int:
@@ -261,7 +315,7 @@ class HarnessTarget:
         self._call(f"set_type {mfn} 0")
         if self.constants["has_counter"] and page["validated"]:
             self._call(f"add_l4 {mfn} -1")
-        self._proc.trace.append(f"unpin_l4 {mfn} (emulated)")
+        self._note(f"unpin_l4 {mfn} (emulated)")
         return 0
 
     def set_info_guest(self, *, vcpu: int = 0, vm_assist: int, self_domain: bool = False) -> int:
@@ -295,15 +349,19 @@ class HarnessTarget:
                 "is not wired yet, so injected failures would test the emulation"
             )
         self._injected[fn] = (entry, rc)
-        self._proc.trace.append(f"inject {fn} entry={entry} rc={rc}")
+        self._note(f"inject {fn} entry={entry} rc={rc}")
 
     def hold_page_lock(self, mfn: int, held: bool = True) -> None:
         self._call(f"hold {mfn} {int(held)}")
 
     def state(self) -> dict:
-        st = self._proc.call("state", record=False)
+        st = self._raw("state", record=False)
         st.pop("ok", None)
         return st
+
+    def _note(self, line: str) -> None:
+        if self._proc is not None:
+            self._proc.trace.append(line)
 
 
 def open_target(
@@ -331,16 +389,20 @@ def open_target(
     cache_dir.mkdir(parents=True, exist_ok=True)
     if real_pin is None:  # a tree's own validator, always: no silent emulation
         real_pin = tree is not None
-    src = harness.generate(
-        Path(tree) if tree is not None else None,
-        pieces,
-        commit=commit,
-        label=label,
-        constants_text=constants_text,
-        mutate=mutate,
-        real_pin=real_pin,
-    )
-    built = harness.build(src, cache_dir)
+    try:
+        src = harness.generate(
+            Path(tree) if tree is not None else None,
+            pieces,
+            commit=commit,
+            label=label,
+            constants_text=constants_text,
+            mutate=mutate,
+            real_pin=real_pin,
+        )
+        built = harness.build(src, cache_dir)
+    except SandboxViolation as e:  # the patch's text tried it at build time
+        return HarnessTarget(None, label=revision or label or str(tree), timeout=timeout,
+                             blocked=e)
     return HarnessTarget(built, label=revision or label or src.label, timeout=timeout)
 
 
@@ -373,6 +435,7 @@ __all__ = [
     "HarnessTarget",
     "ListCorruption",
     "LockImbalance",
+    "SandboxViolation",
     "Target",
     "UnexpectedCall",
     "make_target",

@@ -9,11 +9,13 @@ cache, never in the user's ``.git``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +32,8 @@ GIT_ENV = {
 }
 IDENTITY = ("-c", "user.name=xen-verify", "-c", "user.email=xen-verify@localhost")
 URL_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.IGNORECASE)
+# Transports a --repo URL may use; git's ext:: / fd:: run commands and are never allowed.
+URL_SCHEMES = ("https", "http", "git", "ssh", "file")
 
 
 def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
@@ -42,10 +46,47 @@ def cache_root(override: str | os.PathLike[str] | None = None) -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = Path(xdg) / "xen-verify"
     try:
+        root = _expand(str(root), "--cache")
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise VerifyError(f"cannot create cache directory {root}: {e.strerror}") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise VerifyError(f"cache directory {root} is not writable")
     return root.resolve()
+
+
+def _expand(path: str, what: str) -> Path:
+    """``~`` and ``~user`` expanded, or one line saying that user does not exist."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:  # ~nouser/...
+        user = path[1:].split("/", 1)[0]
+        raise VerifyError(f"{what} {path}: no user {user!r} to expand ~{user}") from None
+
+
+MAX_TREE_FILE_BYTES = 32 << 20  # a source file larger than this is not read
+
+
+def read_tree_file(path: Path) -> str:
+    """A tree's source file as text, refusing what is not a regular file.
+
+    Symlinks, FIFOs and devices (a patch could make one point at /dev/zero) are never
+    followed or read; nor is a file over MAX_TREE_FILE_BYTES.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise VerifyError(f"{path}: a symlink in the tree; not followed") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise VerifyError(f"{path}: not a regular file in the tree; not read")
+        data = f.read(MAX_TREE_FILE_BYTES + 1)
+    if len(data) > MAX_TREE_FILE_BYTES:
+        raise VerifyError(f"{path}: over {MAX_TREE_FILE_BYTES >> 20} MB; not read")
+    return data.decode("utf-8", errors="replace")
 
 
 def is_url(spec: str) -> bool:
@@ -80,7 +121,7 @@ def _git_error(e: git.GitCommandError) -> str:
 
 def open_local(path: str, cache: Path) -> TreeSource:
     """A clone or bare repository on disk, used read-only in place."""
-    p = Path(path).expanduser()
+    p = _expand(path, "--repo")
     if not p.exists():
         raise VerifyError(f"--repo {path}: no such directory")
     try:
@@ -177,7 +218,14 @@ class _CloneProgress(git.RemoteProgress):
 
 def open_tree(spec: str, cache: Path, progress: Callable[[str], None] | None = None) -> TreeSource:
     """``--repo`` argument: a URL or a local path."""
+    if spec.lower().startswith(("ext::", "fd::")):
+        raise VerifyError(f"--repo {spec[:80]}: git's {spec.split(':', 1)[0]}:: transport runs "
+                          "commands; not allowed")
     if is_url(spec) and not Path(spec).exists():
+        scheme = spec.split("://", 1)[0].lower() if "://" in spec else "ssh"
+        if scheme not in URL_SCHEMES:
+            raise VerifyError(f"--repo {spec[:80]}: unsupported URL scheme {scheme}:// "
+                              f"(use one of {', '.join(URL_SCHEMES)})")
         return open_url(spec, cache, progress)
     return open_local(spec, cache)
 
@@ -276,7 +324,12 @@ def _signals_deferred() -> Iterator[None]:
 def commit_worktree(path: Path, message: str) -> str:
     """Commit everything in a worktree (the patched tree) and return the sha."""
     _git(path, "add", "-A")
-    _git(path, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message)
+    # Dated as its parent: the same patch on the same base is the same commit, so a run
+    # repeated on one cache writes nothing new into it.
+    when = _git(path, "log", "-1", "--format=%cI", "HEAD")
+    env = {"GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    _git(path, *IDENTITY, "commit", "--quiet", "--allow-empty", "--no-verify", "-m", message,
+         env={**os.environ, **GIT_ENV, **env})
     return _git(path, "rev-parse", "HEAD")
 
 

@@ -1,0 +1,153 @@
+"""Hostile patches through the real pipeline, on Debian bookworm's Xen (4.17.5).
+
+Each patch is made at run time from the tree's own ``fill_ro_mpt`` (no Xen text is kept
+here): a few lines of ours are added at the top of its body. The run must end with the
+hostile act contained (no connection received, no canary written, no process left),
+reported as failed checks of the patched tree named for what the code tried, the
+user's repository and the cache's borrowed objects unchanged. Durations are printed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from verifier import sandbox
+
+pytestmark = [
+    pytest.mark.debian,
+    pytest.mark.skipif(not sandbox.status().available,
+                       reason=f"no sandbox here: {sandbox.status().reason}"),
+]
+
+MM_C = "xen/arch/x86/mm.c"
+
+
+def _hostile_patch(tree: Path, lines: list[str], out: Path) -> Path:
+    """A git-style diff adding ``lines`` at the top of the tree's fill_ro_mpt body."""
+    text = (tree / MM_C).read_text()
+    old = text.splitlines(keepends=True)
+    at = next(i for i, ln in enumerate(old) if ln.startswith("bool fill_ro_mpt("))
+    brace = next(i for i in range(at, at + 5) if old[i].strip() == "{")
+    new = old[: brace + 1] + [ln + "\n" for ln in lines] + old[brace + 1:]
+    diff = "".join(difflib.unified_diff(old, new, f"a/{MM_C}", f"b/{MM_C}", n=3))
+    # the function in the hunk header, as git writes it (packs are chosen by it)
+    diff = diff.replace(" @@\n", " @@ " + old[at].strip() + "\n", 1)
+    body = (f"From: Mallory <m@example.org>\nSubject: [PATCH] x86/mm: tidy fill_ro_mpt\n\n"
+            f"---\ndiff --git a/{MM_C} b/{MM_C}\n{diff}")
+    out.write_text(body)
+    return out
+
+
+def _repo_digest(git_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(git_dir.rglob("*")):
+        if p.is_file() and "logs" not in p.parts:
+            h.update(str(p.relative_to(git_dir)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def _run(patch: Path, source, cache: Path, out: Path) -> tuple[subprocess.CompletedProcess,
+                                                               float]:
+    env = {**os.environ}
+    env.pop("XEN_VERIFY_DEBUG", None)
+    t0 = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "verifier", "check", str(patch), "--repo", str(source.git_dir),
+         "--ref", source.default_ref, "--cache", str(cache), "--report-dir", str(out), "-q"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=900,
+    )
+    return r, time.monotonic() - t0
+
+
+def _failed_details(report: dict) -> list[str]:
+    (run,) = report["runs"]
+    return [f"{c['id']}: {c['detail']}" for c in run["checks"] if c["patched"] == "fail"]
+
+
+@pytest.fixture()
+def shared(debian_bookworm, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hostile-cache")
+    return debian_bookworm, cache
+
+
+def test_socket_to_a_local_listener_is_blocked(shared, xen_tree_417, tmp_path) -> None:
+    source, cache = shared
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    lines = [
+        "    extern int socket(int, int, int);",
+        "    extern int connect(int, const void *, unsigned int);",
+        "    extern long write(int, const void *, unsigned long);",
+        f"    unsigned char xv_sa[16] = {{ 2, 0, {port >> 8}, {port & 0xff}, 127, 0, 0, 1 }};",
+        "    int xv_s = socket(2, 1, 0);",
+        "    if ( xv_s >= 0 && connect(xv_s, xv_sa, 16) == 0 )",
+        "        write(xv_s, \"stolen\\n\", 7);",
+    ]
+    patch = _hostile_patch(xen_tree_417, lines, tmp_path / "socket.patch")
+    before = _repo_digest(source.git_dir)
+    try:
+        r, seconds = _run(patch, source, cache, tmp_path / "out")
+        with pytest.raises(TimeoutError):
+            listener.accept()
+    finally:
+        listener.close()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    failed = _failed_details(report)
+    print(f"socket: exit {r.returncode} in {seconds:.0f}s; {len(failed)} checks failed: "
+          f"{failed[:1]}", file=sys.stderr)
+    assert r.returncode == 1, r.stderr
+    assert failed and all("tried to open a socket" in d for d in failed), failed
+    assert _repo_digest(source.git_dir) == before
+
+
+def test_daemon_and_file_write_leave_nothing(shared, xen_tree_417, tmp_path) -> None:
+    source, cache = shared
+    canary = tmp_path / "canary"
+    marker = f"xv-daemon-{os.getpid()}"
+    lines = [
+        "    extern int fork(void);",
+        "    extern int setsid(void);",
+        "    extern unsigned int sleep(unsigned int);",
+        "    extern int open(const char *, int, ...);",
+        "    if ( fork() == 0 )",
+        "    {",
+        "        setsid();",
+        "        sleep(2);",
+        f"        open(\"{canary}\", 01 | 0100, 0644);",
+        f"        open(\"/tmp/{marker}\", 01 | 0100, 0644);",
+        "    }",
+    ]
+    patch = _hostile_patch(xen_tree_417, lines, tmp_path / "daemon.patch")
+    r, seconds = _run(patch, source, cache, tmp_path / "out")
+    time.sleep(3)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    failed = _failed_details(report)
+    print(f"daemon: exit {r.returncode} in {seconds:.0f}s; {failed[:1]}", file=sys.stderr)
+    assert r.returncode == 1, r.stderr
+    assert failed and all("tried to start a process" in d for d in failed), failed
+    assert not canary.exists() and not Path(f"/tmp/{marker}").exists()
+
+
+def test_include_of_stdin_is_a_finding_not_a_hang(shared, xen_tree_417, tmp_path) -> None:
+    source, cache = shared
+    patch = _hostile_patch(xen_tree_417, ['#include "/dev/stdin"'], tmp_path / "inc.patch")
+    r, seconds = _run(patch, source, cache, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    failed = _failed_details(report)
+    print(f"include: exit {r.returncode} in {seconds:.0f}s; {failed[:1]}", file=sys.stderr)
+    assert r.returncode == 1, r.stderr
+    assert failed and all("#include /dev/stdin" in d for d in failed), failed

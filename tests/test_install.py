@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SEED_PATCH
+from tests.conftest import PRE_FIX, ROOT, SEED_PATCH
+from verifier.model import TreeSource
 
 SKIP_DIRS = {".git", ".venv", "build", "__pycache__", ".pytest_cache", ".ruff_cache",
              ".hypothesis", "report", "harness-out"}
@@ -117,7 +118,7 @@ print(json.dumps({{"verifier": verifier.__file__, "templates": str(harness.TEMPL
 
 
 @pytest.mark.debian
-def test_installed_cli_checks_debian_tree(installed: Path, debian_bookworm: object,
+def test_installed_cli_checks_debian_tree(installed: Path, debian_bookworm: TreeSource,
                                           test_cache: Path, tmp_path: Path) -> None:
     """The installed ``xen-verify`` runs the README's first check from outside the checkout."""
     out = tmp_path / "out"
@@ -156,3 +157,17 @@ def test_tests_reuse_the_tools_debian_downloads(tmp_path: Path, monkeypatch) -> 
     assert sorted((p.relative_to(tool).as_posix(), p.stat().st_mtime_ns)
                   for p in tool.rglob("*")) == before
     assert not [p for p in tests.rglob(".tmp-*")]
+
+
+@pytest.mark.upstream
+def test_installed_cli_fixes_p1_on_upstream(installed: Path, xen_git: TreeSource, test_cache: Path,
+                                            tmp_path: Path) -> None:
+    """The seed on the commit before the committed fix, through the installed tool."""
+    out = tmp_path / "out"
+    proc = _run([installed / "bin" / "xen-verify", "check", SEED_PATCH, "--repo",
+                 os.environ["XEN_GIT"], "--ref", PRE_FIX, "--cache", test_cache,
+                 "--report-dir", out, "-q"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    checks = {c["id"]: c for c in run["checks"]}
+    assert (checks["P1"]["base"], checks["P1"]["patched"]) == ("fail", "pass"), checks["P1"]

@@ -4,7 +4,11 @@
   cache once per machine (``$XEN_VERIFY_TEST_CACHE``, default
   ``$XDG_CACHE_HOME/xen-verify-tests``) and imported as git repositories by the tool
   itself. bookworm = Xen 4.17.5 (whole source package), bullseye = 4.14.6 (upstream
-  tarball only: that is all the archive serves).
+  tarball only: that is all the archive serves). What the tool itself already downloaded
+  into its own cache (``$XEN_VERIFY_CACHE``, default ``$XDG_CACHE_HOME/xen-verify``: the
+  README's first command fills it) is reused, read-only: the source files are hard-linked
+  (or copied) and a suite's apt lists copied into the test cache before apt runs, so
+  apt only fetches what changed since.
 - Upstream history (``@pytest.mark.upstream``): a clone named by ``$XEN_GIT``; tests
   that need it skip with that reason when it is unset.
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +45,7 @@ def test_cache() -> Path:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = Path(xdg) / "xen-verify-tests"
     root.mkdir(parents=True, exist_ok=True)
+    _reuse_tool_downloads(root)
     return root
 
 
@@ -48,6 +54,66 @@ def _need_apt() -> None:
         pytest.skip("apt-get not available: Debian source trees cannot be fetched")
     if not Path("/usr/share/keyrings/debian-archive-keyring.gpg").exists():
         pytest.skip("Debian's archive keyring is missing (apt-get install debian-archive-keyring)")
+
+
+def _tool_cache() -> Path | None:
+    """The tool's own default cache (``verifier.tree.cache_root`` without creating it)."""
+    env = os.environ.get("XEN_VERIFY_CACHE")
+    if env:
+        root = Path(env)
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        root = Path(xdg) / "xen-verify"
+    return root if root.is_dir() else None
+
+
+def _place(src: Path, dest: Path) -> None:
+    """``src`` at ``dest`` (a hard link, else a copy), atomically; never writes ``src``."""
+    tmp = dest.with_name(f".tmp-seed-{os.getpid()}-{dest.name}")
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:  # another file system, or a file of another user
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    except OSError:
+        pass  # reuse is an optimisation: the tool downloads what is missing
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _reuse_tool_downloads(test_cache: Path) -> None:
+    """Seed the test cache with the Debian downloads already in the tool's cache.
+
+    The tool checks every source file against the package's checksums before use and
+    replaces (never rewrites) files, so a shared inode is never changed; apt lists are
+    copied, once per suite, into a state directory that is renamed into place whole.
+    """
+    tool = _tool_cache()
+    if tool is None or tool.resolve() == test_cache.resolve():
+        return
+    files = tool / "debian" / "files"
+    if files.is_dir():
+        dest = test_cache / "debian" / "files"
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files.iterdir():
+            if f.is_file() and not f.name.startswith(".") and not (dest / f.name).exists():
+                _place(f, dest / f.name)
+    apt = tool / "apt"
+    for lists in sorted(apt.glob("*/lists")) if apt.is_dir() else ():
+        suite = lists.parent.name
+        state = test_cache / "apt" / suite
+        if suite.startswith(".") or not lists.is_dir() or state.exists():
+            continue
+        state.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-seed-{suite}-", dir=state.parent))
+        try:
+            shutil.copytree(lists, tmp / "lists", ignore=shutil.ignore_patterns("lock", "partial"))
+            os.rename(tmp, state)  # fails if another session made the state meanwhile
+        except OSError:
+            pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,9 @@ from verifier.extract import Extracted
 from verifier.model import VerifyError
 from verifier.target import HarnessError, SandboxViolation
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "harness_templates"
+# Package data: in the source tree verifier/harness_templates is a link to the top-level
+# harness_templates/, in an installed package a copy of it.
+TEMPLATES = Path(__file__).resolve().parent / "harness_templates"
 CFLAGS = (
     "-std=gnu11",
     "-g",

@@ -88,6 +88,7 @@ MAIL_LINES = 150  # report.md longer than this leaves finding tables to report.h
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 JUNIT_XML = "junit.xml"
 
 
@@ -399,7 +400,7 @@ def _ref_tables(report: Report, labels: list[str]) -> list[str]:
     out.append("")
     width = max(len(i) for i in ids)
     for i in ids:
-        out += _wrap(titles[i], indent=" " * (width + 3), first=f"  {i.ljust(width)} ")
+        out += _wrap(titles[i], indent=" " * (width + 3), first=f"- {i.ljust(width)} ")
     return out
 
 
@@ -778,13 +779,14 @@ def render_markdown(report: Report) -> str:
     return text
 
 
-def _markdown(report: Report, tables: bool) -> str:
+def _markdown(report: Report, tables: bool, header: bool = True,
+              tables_at: str = "in report.html and report.json") -> str:
     labels = _labels(report.runs)
     total = len(report.runs)
-    out = [summary_line(report), ""]
+    out = [summary_line(report), ""] if header else []
 
     patches = report.series.patches
-    if patches:
+    if patches and header:
         first = patches[0].meta
         out += _wrap(f"Patch:      {report.series.subject}", indent=" " * 12, first="")
         if first.author:
@@ -827,7 +829,7 @@ def _markdown(report: Report, tables: bool) -> str:
     if any(c.findings for r in report.runs for c in r.checks):
         out.append("## Findings")
         if not tables:
-            out += _wrap("The findings' tables are in report.html and report.json.")
+            out += _wrap(f"The findings' tables are {tables_at}.")
         out += _finding_lines(report, labels, tables=tables)
         out.append("")
     if any(r.limits for r in report.runs):
@@ -952,14 +954,17 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_reports(report: Report, out_dir: Path) -> list[Path]:
-    """Write report.json, report.md and junit.xml into out_dir, each atomically."""
+    """Write report.json, report.md, report.html and junit.xml into out_dir, each atomically."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise VerifyError(f"report directory {out_dir}: not a directory")
+    from verifier.html import render_html
+
     # Render everything before writing anything: a rendering error leaves old reports whole.
     texts = [
         (REPORT_JSON, json.dumps(report_json(report), indent=2, ensure_ascii=False) + "\n"),
         (REPORT_MD, render_markdown(report)),
+        (REPORT_HTML, render_html(report)),
         (JUNIT_XML, render_junit(report)),
     ]
     try:

@@ -646,8 +646,16 @@ def _mail_table(table: Sequence[Sequence[str]]) -> list[str]:
         if pivoted:
             rows, note = pivoted
             lines = _table(rows)
+    if max(len(ln) for ln in lines) > MAIL_WIDTH and len(rows) > 3:
+        # a column with one value in every row is said once, above the table
+        same = [i for i in range(len(rows[0])) if len({r[i] for r in rows[1:]}) == 1]
+        if same and len(same) < len(rows[0]):
+            note = " ".join([note, *(f"{rows[0][i]}: {rows[1][i]} in every row."
+                                     for i in same)]).strip()
+            rows = [[c for i, c in enumerate(r) if i not in same] for r in rows]
+            lines = _table(rows)
     if max(len(ln) for ln in lines) > MAIL_WIDTH:
-        return _records(rows)
+        return ([*_wrap(note, indent="  ", first="  ")] if note else []) + _records(rows)
     return ([*_wrap(note, indent="  ", first="  "), ""] if note else []) + lines
 
 

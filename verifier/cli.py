@@ -180,7 +180,7 @@ def _check(args: argparse.Namespace) -> int:
     sources = [(open_source(r, cache, progress), r.refs) for r in reqs]
     first_git = sources[0][0].git_dir
     series = _as_given(load_series(patches, first_git))
-    command = "xen-verify " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "xen-verify " + " ".join(shlex.quote(a) for a in args.argv)
     report = verify(series, sources, cache, command=command, checks=not args.no_checks,
                     progress=progress, jobs=args.jobs)
     return _output(report, args, progress)
@@ -253,7 +253,7 @@ def _merge(args: argparse.Namespace) -> int:
     progress = _progress(args.quiet)
     if args.report_dir:
         _writable_dir(args.report_dir)
-    command = "xen-verify " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "xen-verify " + " ".join(shlex.quote(a) for a in args.argv)
     report = merge_reports([(d, load_report(Path(d))) for d in args.dirs], command=command)
     return _output(report, args, progress)
 
@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command
         commands = {"check": _check, "plan": _plan, "merge": _merge, "harness": _harness}
         return commands[args.command](args)
     except VerifyError as e:

@@ -53,7 +53,7 @@ def _load_yaml(text: str) -> dict:
 
 
 def test_plan_writes_one_job_per_ref_and_a_merge(tmp_path: Path) -> None:
-    _, repo, text = _plan(tmp_path, "--artifacts-from", "series")
+    _, _, text = _plan(tmp_path, "--artifacts-from", "series")
     pipe = _load_yaml(text)
     checks = [k for k in pipe if k.startswith("check-")]
     assert len(checks) == len(REFS)

@@ -219,6 +219,13 @@ def test_json_series_members() -> None:
     assert data["runs"][0]["apply"]["patches"][1] == ["b", "clean", "applies"]
     md = render_markdown(report)
     assert "2 patches" in md and "2/2 x86/toy: second" in md
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_summary(report, Console(file=buf, width=100))
+    text = buf.getvalue()
+    assert "Series of 2 patches:" in text and "2/2 x86/toy: second" in text
+    assert "series: 1 clean, 2 clean" in text
 
 
 # --------------------------------------------------------------------------- report.md

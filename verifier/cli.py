@@ -179,7 +179,13 @@ def _check(args: argparse.Namespace) -> int:
     patches = _stdin_patches(args.patches)
     sources = [(open_source(r, cache, progress), r.refs) for r in reqs]
     first_git = sources[0][0].git_dir
-    series = _as_given(load_series(patches, first_git))
+    try:
+        series = _as_given(load_series(patches, first_git))
+    except VerifyError as e:  # name standard input as the user did, not its temporary file
+        msg = str(e)
+        for tmp, given in _STDIN_NAMES.items():
+            msg = msg.replace(tmp, given)
+        raise VerifyError(msg) from None
     command = "xen-verify " + " ".join(shlex.quote(a) for a in args.argv)
     report = verify(series, sources, cache, command=command, checks=not args.no_checks,
                     progress=progress, jobs=args.jobs)

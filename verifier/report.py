@@ -1045,10 +1045,19 @@ def print_summary(report: Report, console: Console | None = None) -> None:
             checks_summary(r, sep="\n") or "-",
             Text(str(r.verdict), style=VERDICT_STYLE[r.verdict]),
         )
+    patches = report.series.patches
+    if len(patches) > 1:  # a series: its members once, then how each went on each ref
+        console.print(Text(f"Series of {len(patches)} patches:"), highlight=False)
+        for n, p in enumerate(patches, 1):
+            console.print(Text(f"  {n}/{len(patches)} {p.meta.subject}"), highlight=False)
     if report.runs:
         console.print(table)
         for label, r in zip(labels, report.runs, strict=True):
             console.print(Text(f"{label}: {r.apply.detail}"), highlight=False)
+            if len(patches) > 1 and r.apply.patches:
+                members = ", ".join(f"{n} {status}"
+                                    for n, (_s, status, _d) in enumerate(r.apply.patches, 1))
+                console.print(Text(f"  series: {members}"), highlight=False)
             for note in r.notes:
                 console.print(Text(f"  note: {note}", style="dim"), highlight=False)
     console.print(Text(summary_line(report), style=VERDICT_STYLE[report.verdict]))

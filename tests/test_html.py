@@ -27,8 +27,8 @@ from verifier.model import (
 )
 
 # What would make a browser fetch something: resources, not namespace names or links.
-FETCH = re.compile(r"""(?:\bsrc\s*=|<link\b|<script\b|@import|url\s*\(\s*(?!#)|<iframe\b|<object\b|"""
-                   r"""<embed\b|srcset\s*=|xlink:href\s*=\s*["']https?:|"""
+FETCH = re.compile(r"""(?:\bsrc\s*=|<link\b|<script\b|@import|url\s*\(\s*(?!#)|"""
+                   r"""<iframe\b|<object\b|<embed\b|srcset\s*=|xlink:href\s*=\s*["']https?:|"""
                    r"""href\s*=\s*["']https?:[^"']*\.(?:css|js|svg|png|woff2?)["'])""", re.I)
 
 

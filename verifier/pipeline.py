@@ -112,8 +112,8 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
     else:
         runs = []
         for n, (source, ref) in enumerate(todo, 1):
-            say = _numbered(progress, n, len(todo)) if len(todo) > 1 else progress
             t0 = time.monotonic()
+            say = _numbered(progress, n, len(todo), t0) if len(todo) > 1 else progress
             runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=say))
             if say and len(todo) > 1:
                 say(f"{ref}: {done_line(runs[-1], time.monotonic() - t0)}")

@@ -853,8 +853,11 @@ def _markdown(report: Report, tables: bool, header: bool = True,
         for label, r in pairs:
             out.append(f"### {label}: {str(r.verdict).upper()}")
             commit = r.commit or "(did not resolve)"
-            out += _wrap(commit + (f' "{r.subject}"' if r.subject else ""), indent="  ",
-                         first="  ")
+            lines = _wrap(commit + (f' "{r.subject}"' if r.subject else ""), indent="  ",
+                          first="  ")
+            if not header:  # rendered to HTML: the commit is a line of its own there too
+                lines[-1] += "\\"
+            out += lines
             if r.tree and len(trees) > 1:
                 out += _wrap(f"Tree: {r.tree}", indent="  ")
             out += _apply_lines(r.apply)

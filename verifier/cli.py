@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write report.json, report.md, report.html, junit.xml")
     c.add_argument("--markdown", action="store_true", help="print report.md to stdout")
     c.add_argument("--no-checks", action="store_true", help="only apply; run no check pack")
+    c.add_argument("--exhaustive", action="store_true",
+                   help="check packs' bounded exhaustive mode: every order of a few "
+                        "operations at every preemption point, larger domains (slower)")
     c.add_argument("-j", "--jobs", type=_jobs, default=os.cpu_count() or 1, metavar="N",
                    help="refs checked at once (default: the number of cores)")
 
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("patches", nargs="*", metavar="PATCH", help="patch to apply first (optional)")
     trees(h)
     h.add_argument("--out", required=True, metavar="DIR", help="where to write the harness")
+    h.add_argument("--mutate", metavar="NAME",
+                   help="a buggy variant of the tree's code (leak-alloc-lock, no-preempt, "
+                        "own-domain, pv32-walk, drop-page, count-partial, positive-success)")
     return p
 
 
@@ -188,7 +194,7 @@ def _check(args: argparse.Namespace) -> int:
         raise VerifyError(msg) from None
     command = "xen-verify " + " ".join(shlex.quote(a) for a in args.argv)
     report = verify(series, sources, cache, command=command, checks=not args.no_checks,
-                    progress=progress, jobs=args.jobs)
+                    progress=progress, jobs=args.jobs, exhaustive=args.exhaustive)
     return _output(report, args, progress)
 
 
@@ -266,7 +272,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _harness(args: argparse.Namespace) -> int:
     from verifier.apply import apply_series
-    from verifier.harness import write_harness
+    from verifier.packs import all_packs
     from verifier.patch import load_series
     from verifier.pipeline import open_source
     from verifier.tree import cache_root, checkout
@@ -277,7 +283,11 @@ def _harness(args: argparse.Namespace) -> int:
     req = reqs[0]
     source = open_source(req, cache, progress)
     ref = (req.refs or [source.default_ref])[0]
+    packs = [p for p in all_packs() if p.on_harness is not None]
+    if not packs:
+        raise VerifyError("no check pack writes a harness")
     with checkout(source, ref, cache) as co:
+        patched = False
         if args.patches:
             series = load_series(args.patches, source.git_dir)
             result = apply_series(series, co, progress)
@@ -286,10 +296,13 @@ def _harness(args: argparse.Namespace) -> int:
             if result.patched_commit is None and result.status is not ApplyStatus.ALREADY_APPLIED:
                 raise VerifyError(f"{ref}: no patched tree to build a harness from: "
                                   f"{result.detail}")
-        patched = " with " + ", ".join(args.patches) if args.patches else ""
-        label = f"{ref} ({co.commit[:12]}) of {source.location}{patched}"
-        out = write_harness(co.path, Path(args.out), commit=co.commit, label=label)
-    print(f"harness for {ref} ({co.commit[:12]}) written to {out}; build with: sh {out}/build.sh")
+            patched = result.status is not ApplyStatus.ALREADY_APPLIED
+        if progress:
+            progress(f"{ref}: writing the harness and replaying the checks")
+        out, key, replays = packs[0].on_harness(co, Path(args.out), patched=patched,
+                                                cache=cache, mutate=args.mutate)
+    print(f"harness {key} for {ref} ({co.commit[:12]}) written to {out}: `make -C {out}` "
+          f"builds it, `make -C {out} run` replays {len(replays)} failing trace(s)")
     return EXIT_OK
 
 

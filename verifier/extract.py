@@ -49,8 +49,13 @@ class Extracted:
         return f"{self.file}:{self.first_line}-{self.last_line}"
 
     def with_line(self) -> str:
-        """The text preceded by a ``#line`` directive naming the tree file."""
-        return f'#line {self.first_line} "{self.file}"\n{self.text}\n'
+        """The text preceded by a ``#line`` directive naming the tree file (and commit)."""
+        return f'{line_directive(self.first_line, self.file, self.commit)}\n{self.text}\n'
+
+
+def line_directive(line: int, file: str, commit: str | None) -> str:
+    """``#line`` naming a tree file; the commit rides along as a comment gcc ignores."""
+    return f'#line {line} "{file}"' + (f" /* commit {commit} */" if commit else "")
 
 
 @dataclass
@@ -60,10 +65,10 @@ class Constants:
     defines: list[tuple[str, str, int, str]] = field(default_factory=list)  # name,file,line,text
     missing: list[str] = field(default_factory=list)
 
-    def render(self) -> str:
+    def render(self, commit: str | None = None) -> str:
         out = []
         for _name, file, line, text in self.defines:
-            out.append(f'#line {line} "{file}"\n{text}')
+            out.append(f"{line_directive(line, file, commit)}\n{text}")
         return "\n".join(out) + "\n"
 
 

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,12 +73,34 @@ FIXUP_MUTATIONS: dict[str, tuple[str, str]] = {
     "no-preempt": (r"hypercall_preempt_check\(\)", "0 /* MUTATION no-preempt */"),
     # a domain setting its own context walks too (P8: scope)
     "own-domain": (r"d != current->domain &&", "/* MUTATION own-domain */"),
+    # a 32-bit PV domain's context walks too (P8: scope)
+    "pv32-walk": (r"!is_pv_32bit_domain\(d\) &&|\bis_pv_64bit_domain\(d\) &&",
+                  "/* MUTATION pv32-walk */"),
     # a page taken off d->page_list is not put back (P3: page-list integrity)
     "drop-page": (r"^(\s*)page_list_add_tail\(page, &d->page_list\);",
                   r"\1/* MUTATION drop-page */"),
 }
+_L4_COUNTER_INC = re.compile(r"atomic_inc\(\s*&d->arch\.[\w.]*nr_l4_pages\s*\)")
+
+
+def _count_partial(text: str) -> tuple[str, int]:
+    """Every return of the L4 validator also counts a preempted (-ERESTART) validation."""
+    inc = _L4_COUNTER_INC.search(text)
+    if inc is None:
+        return text, 0
+    return re.subn(r"^(\s*)return rc;", rf"\1if ( rc == -ERESTART ) {inc.group(0)}; return rc;",
+                   text, flags=re.MULTILINE)
+
+
+# Buggy variants of the L4 validator (P6: its contract and the counter), made the same way.
+VALIDATOR_MUTATIONS: dict[str, Callable[[str], tuple[str, int]]] = {
+    "count-partial": _count_partial,
+    # success is reported as 1 instead of 0
+    "positive-success": lambda text: re.subn(r"^(\s*)return rc;", r"\1return rc ? rc : 1;",
+                                             text, flags=re.MULTILINE),
+}
 # no-fixup: the restore walk's fill_ro_mpt fills nothing (the pack's mutation proof)
-MUTATIONS = {None, "no-fixup", *FIXUP_MUTATIONS}
+MUTATIONS = {None, "no-fixup", *FIXUP_MUTATIONS, *VALIDATOR_MUTATIONS}
 OPTIONAL_CONSTANTS = {"VMASST_TYPE_m2p_strict"}  # absent before 4.6
 # Names the environment header provides (never taken from the tree).
 ENV_NAMES_SKIP = {"ASSERT", "BUG_ON", "BUG", "NULL", "true", "false", "bool", "current"}
@@ -160,6 +183,15 @@ def render(
     fixup = pieces.get("restore_fixup")
     if mutate in FIXUP_MUTATIONS:
         fixup = _mutated(fixup, mutate)
+    validate = pieces.get("l4_validate") if real_pin else None
+    if mutate in VALIDATOR_MUTATIONS:
+        if validate is None:
+            raise HarnessError(f"mutation {mutate}: no real L4 validator in this harness")
+        text, n = VALIDATOR_MUTATIONS[mutate](validate.text)
+        if n == 0:
+            raise HarnessError(f"mutation {mutate} does not match {validate.location}")
+        validate = dataclasses.replace(validate, text=text,
+                                       notes=(*validate.notes, f"mutation {mutate}"))
     fixup_locals: list[str] = []
     if fixup is not None:
         for decl in fixup.locals:
@@ -182,7 +214,7 @@ def render(
         has_counter="nr_l4_pages" in all_text,
         commit_note=f", commit {commit}" if commit else "",
         mutate=mutate,
-        validate=pieces.get("l4_validate") if real_pin else None,
+        validate=validate,
         devalidate=pieces.get("l4_devalidate"),
         slot_init=pieces.get("l4_slot_init"),
         validate_preemptible=_nparams(pieces.get("l4_validate")) > 1,
@@ -238,7 +270,7 @@ def generate(
             if any(n in c.missing for n in BASE_CONSTANTS if n not in OPTIONAL_CONSTANTS):
                 missing = [n for n in BASE_CONSTANTS if n in c.missing]
                 raise HarnessError(f"{tree}: constants not found in the tree's headers: {missing}")
-            consts = c.render()
+            consts = c.render(commit)
         if real_pin and any(
             pieces.get(r) is None for r in ("l4_validate", "l4_devalidate", "l4_slot_init")
         ):
@@ -373,6 +405,26 @@ def build(src: HarnessSources, cache_dir: Path) -> Built:
     return Built(exe, src, seconds, False)
 
 
+def tree_sources(tree: Path, *, commit: str | None, label: str,
+                 mutate: str | None = None) -> HarnessSources:
+    """The harness the check pack runs on ``tree``: its own validator, every role real.
+
+    The checks and ``xen-verify harness`` both come here, so what a reviewer rebuilds is
+    byte for byte what the checks ran (same ``key``).
+    """
+    return generate(Path(tree), commit=commit, label=label, mutate=mutate, real_pin=True)
+
+
+def tree_label(ref: str, commit: str, location: str, *, patched: bool) -> str:
+    """How a harness names its tree: ``ref (sha) of repo[ with the patch]``."""
+    return f"{ref} ({commit[:12]}) of {location}" + (" with the patch" if patched else "")
+
+
+def provenance_commit(commit: str, *, patched: bool) -> str:
+    """The commit a piece's text is from; a patched tree is its base plus the patch."""
+    return commit[:12] + ("+patch" if patched else "")
+
+
 def write_harness(
     tree: Path, out_dir: Path, commit: str | None = None, label: str = ""
 ) -> Path:
@@ -381,4 +433,4 @@ def write_harness(
     ``label`` names the tree in the files (``ref (sha) of repo``): ``tree`` may be a
     worktree that is gone by the time a reviewer reads them.
     """
-    return write_sources(generate(Path(tree), commit=commit, label=label), Path(out_dir))
+    return write_sources(tree_sources(Path(tree), commit=commit, label=label), Path(out_dir))

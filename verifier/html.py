@@ -32,7 +32,7 @@ TEMPLATES = Path(__file__).with_name("html_templates")
 
 CELL_CLASS = {
     "ok": "pass", "FIX": "fixed", "REGR": "regression", "fail": "fail-base", "FAIL": "fail",
-    "err": "error", "n/a": "na", "-": "none",
+    "err": "error", "n/a": "na", "-": "none", "dev": "accepted",
 }
 
 

@@ -196,8 +196,11 @@ class ApplyResult:
 class Outcome(StrEnum):
     PASS = "pass"
     FAIL = "fail"
-    ERROR = "error"  # the tool could not run the check (never: the code under test failed)
+    ERROR = "error"  # the tool could not judge (never: the code under test failed)
     NA = "n/a"
+    # The property does not hold, in a way the pack accepts and says why (the reason
+    # is in the check's detail): shown apart from "pass", never counted as a failure.
+    ACCEPTED = "accepted"
 
 
 class Verdict(StrEnum):
@@ -215,6 +218,8 @@ class Evidence:
     state: str = ""  # the state that went wrong
     locations: tuple[str, ...] = ()  # tree file:line involved
     output: str = ""  # harness stderr (sanitizer report, stub message), trimmed
+    # harness commands that replay it (``xen-verify harness`` writes them for ``make run``)
+    replay: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -251,6 +256,8 @@ class CheckResult:
             return "fail"
         if p is Outcome.PASS:
             return "pass"
+        if p is Outcome.ACCEPTED:
+            return "accepted deviation"
         return str(p)
 
 
@@ -263,6 +270,15 @@ class PackLimits:
     modelled: tuple[str, ...] = ()  # what stood in for the hypervisor ("page_lock: a flag")
     parameters: tuple[str, ...] = ()  # domain sizes and constants used
     not_exercised: tuple[str, ...] = ()  # what the checks cannot see, said plainly
+
+
+@dataclass(frozen=True)
+class PackRun:
+    """What one check pack returns for one checkout."""
+
+    checks: tuple[CheckResult, ...]
+    notes: tuple[str, ...] = ()
+    limits: PackLimits | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +358,7 @@ __all__ = [
     "Match",
     "Outcome",
     "PackLimits",
+    "PackRun",
     "Patch",
     "PatchMeta",
     "PatchSeries",

@@ -35,7 +35,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSource, ref: str,
-           cache: Path, checks: bool, report_progress: bool) -> None:
+           cache: Path, checks: bool, report_progress: bool, exhaustive: bool) -> None:
     global _busy
     from verifier.pipeline import verify_ref
 
@@ -45,7 +45,8 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
     _busy = True
     try:
         say = (lambda msg: queue.put(("progress", n, msg))) if report_progress else None
-        result = verify_ref(series, source, ref, cache, checks=checks, progress=say)
+        result = verify_ref(series, source, ref, cache, checks=checks, progress=say,
+                            exhaustive=exhaustive)
         queue.put(("done", n, result))
     except KeyboardInterrupt:
         queue.put(("interrupted", n, None))
@@ -59,7 +60,8 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
 
 
 def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cache: Path, *,
-                    checks: bool, progress: Progress | None, jobs: int) -> list[RunResult]:
+                    checks: bool, progress: Progress | None, jobs: int,
+                    exhaustive: bool = False) -> list[RunResult]:
     from verifier.pipeline import done_line
 
     ctx = multiprocessing.get_context("fork")  # the children need no re-import; Linux only
@@ -82,7 +84,7 @@ def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cac
                 started[n] = time.monotonic()
                 p = ctx.Process(target=_child, name=f"xen-verify {ref}", daemon=False,
                                 args=(queue, n, total, series, source, ref, cache, checks,
-                                      progress is not None))
+                                      progress is not None, exhaustive))
                 p.start()
                 running[n] = p
             kind, n, value = queue.get()

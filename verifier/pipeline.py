@@ -15,6 +15,7 @@ from verifier.model import (
     ApplyStatus,
     Checkout,
     CheckResult,
+    PackLimits,
     PatchSeries,
     Report,
     RunResult,
@@ -47,29 +48,35 @@ def open_source(req: TreeRequest, cache: Path, progress: Progress | None = None)
 
 
 def run_checks(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
-               progress: Progress | None = None) -> tuple[list[CheckResult], list[str]]:
+               progress: Progress | None = None, *, exhaustive: bool = False,
+               ) -> tuple[list[CheckResult], list[str], list[PackLimits]]:
     """Check packs that concern the series, on the base tree and the patched tree.
 
-    Returns the check results and notes (why no pack ran, when none did).
+    Returns the check results, notes (why no pack ran, when none did) and each pack's
+    limits (what its verdicts rest on).
     """
     from verifier.packs import packs_for
 
     packs = packs_for(series)
     if not packs:
-        return [], ["no check pack concerns the functions this patch touches"]
+        return [], ["no check pack concerns the functions this patch touches"], []
     results: list[CheckResult] = []
     notes: list[str] = []
+    limits: list[PackLimits] = []
     for pack in packs:
         if progress:
             progress(f"{co.ref}: running check pack {pack.name}")
-        out, pack_notes = pack.run_on_checkout(co, applied=applied, cache=cache)
-        results.extend(out)
-        notes.extend(pack_notes)
-    return results, notes
+        run = pack.run_on_checkout(co, applied=applied, cache=cache, exhaustive=exhaustive)
+        results.extend(run.checks)
+        notes.extend(run.notes)
+        if run.limits is not None:
+            limits.append(run.limits)
+    return results, notes, limits
 
 
 def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *,
-               checks: bool = True, progress: Progress | None = None) -> RunResult:
+               checks: bool = True, progress: Progress | None = None,
+               exhaustive: bool = False) -> RunResult:
     if progress:
         progress(f"{ref}: checking out")
     with checkout(source, ref, cache) as co:
@@ -78,22 +85,23 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         result = apply_series(series, co, progress)
         notes = list(source.notes)
         found: list[CheckResult] = []
+        limits: list[PackLimits] = []
         if checks and result.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS,
                                          ApplyStatus.THREE_WAY, ApplyStatus.ALREADY_APPLIED):
-            found, check_notes = run_checks(
+            found, check_notes, limits = run_checks(
                 co, series, applied=result.status is not ApplyStatus.ALREADY_APPLIED,
-                cache=cache, progress=progress)
+                cache=cache, progress=progress, exhaustive=exhaustive)
             notes.extend(check_notes)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),
-            notes=tuple(notes),
+            notes=tuple(notes), limits=tuple(limits),
         )
 
 
 def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache: Path, *,
            command: str, checks: bool = True, progress: Progress | None = None,
-           jobs: int = 1) -> Report:
+           exhaustive: bool = False, jobs: int = 1) -> Report:
     """Every ref of every tree. All refs are resolved first: a bad one costs no work.
 
     ``jobs`` > 1 runs that many refs at once, each in a process of its own (worktrees,
@@ -108,13 +116,14 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
         from verifier.parallel import verify_parallel
 
         runs = verify_parallel(series, todo, cache, checks=checks, progress=progress,
-                               jobs=jobs)
+                               jobs=jobs, exhaustive=exhaustive)
     else:
         runs = []
         for n, (source, ref) in enumerate(todo, 1):
             t0 = time.monotonic()
             say = _numbered(progress, n, len(todo), t0) if len(todo) > 1 else progress
-            runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=say))
+            runs.append(verify_ref(series, source, ref, cache, checks=checks, progress=say,
+                                   exhaustive=exhaustive))
             if say and len(todo) > 1:
                 say(f"{ref}: {done_line(runs[-1], time.monotonic() - t0)}")
     return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))

@@ -71,10 +71,10 @@ SCHEMA_TABLE = """\
 | `runs[].checks[]` | one per property checked |
 | `runs[].checks[].pack` | the check pack that ran it (`m2p-strict`), or `generic` |
 | `runs[].checks[].id`, `.title` | `P1` ... `P9` and what the property says |
-| `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not run it) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
-| `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `error`, `n/a` |
+| `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not judge: the detail says why, e.g. the unmodelled callee or the compiler's first error), `accepted` (the property does not hold in a way the pack accepts; the detail gives the reason) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
+| `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `accepted deviation`, `error`, `n/a` |
 | `runs[].checks[].detail` | one line |
-| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output |
+| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output, replay}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output, and the harness commands that replay it (`xen-verify harness` writes them for `make run`) |
 | `runs[].checks[].findings[]` | `{title, text, table}`; `table` is a list of rows, the first the header (P4: pages walked) |
 | `runs[].verdict` | this ref's verdict (values as `verdict`) |
 | `runs[].notes[]` | remarks: why no check ran, what the tree lacks |
@@ -267,6 +267,7 @@ CELL = {
     "fail": "FAIL",
     "error": "err",
     "n/a": "n/a",
+    "accepted deviation": "dev",
 }
 CELL_LEGEND = {
     "ok": "passes",
@@ -274,7 +275,8 @@ CELL_LEGEND = {
     "REGR": "passes on the base, FAILS with the patch (regression)",
     "fail": "fails on the base and with the patch",
     "FAIL": "fails with the patch",
-    "err": "the check could not run",
+    "err": "the tool could not judge (see why below)",
+    "dev": "does not hold, in a way the check pack accepts (reason below)",
     "n/a": "does not apply here",
     "-": "not run",
 }
@@ -338,10 +340,13 @@ def _checks_cell(r: RunResult) -> str:
     """``REGRESSION P3, fixed P1, pass P2,P4-P9``: every check id, by what it did."""
     if not r.checks:
         return "-"
-    order = ["REGRESSION", "error", "fails as on base", "fail", "fixed", "pass", "n/a"]
+    order = ["REGRESSION", "error", "fails as on base", "fail", "fixed", "accepted", "pass",
+             "n/a"]
     groups: dict[str, list[str]] = {}
     for c in r.checks:
-        groups.setdefault("error" if c.patched is Outcome.ERROR else c.change, []).append(c.id)
+        key = ("error" if c.patched is Outcome.ERROR else
+               "accepted" if c.patched is Outcome.ACCEPTED else c.change)
+        groups.setdefault(key, []).append(c.id)
     keys = sorted(groups, key=lambda k: order.index(k) if k in order else len(order))
     return ", ".join(f"{k} {id_ranges(_sorted_ids(groups[k]))}" for k in keys)
 
@@ -723,13 +728,28 @@ def _finding_lines(report: Report, labels: list[str], tables: bool = True) -> li
     return out
 
 
-def _limits_lines(report: Report, labels: list[str]) -> list[str]:
-    """One line per pack (per distinct limits, naming the refs when they differ)."""
+def _gist(item: str) -> str:
+    """An item's leading clause (``one CPU: no other CPU...`` -> ``one CPU``)."""
+    return re.split(r": |; | \(", item, maxsplit=1)[0].strip()
+
+
+def _limits_lines(report: Report, labels: list[str], full: bool = True) -> list[str]:
+    """A line per pack: with ``full``, every item (per distinct set, naming the refs when
+    they differ); else what the checks cannot see, in short, the rest left to
+    report.html and report.json."""
     total = len(report.runs)
     groups = _group((lb, lim, lim) for lb, r in zip(labels, report.runs, strict=True)
                     for lim in r.limits)
-    packs = [g[0].pack for g in groups]
     out: list[str] = []
+    if not full:
+        for pack in dict.fromkeys(g[0].pack for g in groups):
+            unseen = list(dict.fromkeys(_gist(i) for lim, _ in groups if lim.pack == pack
+                                        for i in lim.not_exercised))
+            text = f"{pack}: " + (f"not exercised: {'; '.join(unseen)}. " if unseen else "")
+            text += "What ran verbatim, what was modelled and the parameters: report.html."
+            out += _wrap(text, indent="    ", first="  - ")
+        return out
+    packs = [g[0].pack for g in groups]
     for lim, refs in groups:
         parts = [f"{name}: {'; '.join(items)}" for name, items in (
             ("ran verbatim", lim.verbatim), ("modelled", lim.modelled),
@@ -779,16 +799,19 @@ def render_markdown(report: Report) -> str:
     The summary table first, then what the patch breaks, what it fixes, the findings
     (each once, naming the refs it holds on), the packs' limits, and in an appendix how
     the patch applied on each ref. Lines stay within 80 columns where the content
-    allows; past MAIL_LINES lines the findings' tables are left to report.html/json.
+    allows; past MAIL_LINES lines the findings' tables, then all but the gist of the
+    packs' limits, are left to report.html/json.
     """
-    text = _markdown(report, tables=True)
-    if text.count("\n") > MAIL_LINES:
-        text = _markdown(report, tables=False)
+    for tables, limits in ((True, True), (False, True), (False, False)):
+        text = _markdown(report, tables=tables, full_limits=limits)
+        if text.count("\n") <= MAIL_LINES:
+            break
     return text
 
 
 def _markdown(report: Report, tables: bool, header: bool = True,
-              tables_at: str = "in report.html and report.json") -> str:
+              tables_at: str = "in report.html and report.json",
+              full_limits: bool = True) -> str:
     labels = _labels(report.runs)
     total = len(report.runs)
     out = [summary_line(report), ""] if header else []
@@ -827,6 +850,10 @@ def _markdown(report: Report, tables: bool, header: bool = True,
     if failures:
         out.append("## Other failing checks")
         out += _failure_blocks(failures, total)
+    accepted = [(lb, r, c) for lb, r in pairs for c in r.checks if c.patched is Outcome.ACCEPTED]
+    if accepted:
+        out.append("## Accepted deviations")
+        out += _failure_blocks(accepted, total)
     if fixed:
         out.append("## Fixed by the patch")
         for c, refs in _group((lb, (c.id, c.title, c.detail), c) for lb, _r, c in fixed):
@@ -842,7 +869,7 @@ def _markdown(report: Report, tables: bool, header: bool = True,
         out.append("")
     if any(r.limits for r in report.runs):
         out.append("## Limits")
-        out += _limits_lines(report, labels)
+        out += _limits_lines(report, labels, full=full_limits)
         out.append("")
 
     if report.runs:
@@ -1005,7 +1032,8 @@ def checks_summary(r: RunResult, sep: str = ", ") -> str:
     """``REGRESSION P3, fixed P1, 7 pass`` for one run: what failed first, by id."""
     if not r.checks:
         return "no checks"
-    order = ["REGRESSION", "fails as on base", "fail", "error", "fixed", "pass", "n/a"]
+    order = ["REGRESSION", "fails as on base", "fail", "error", "fixed", "accepted deviation",
+             "pass", "n/a"]
     groups: dict[str, list[str]] = {}
     for c in r.checks:
         label = "error" if c.patched is Outcome.ERROR else c.change

@@ -121,7 +121,7 @@ class HarnessTarget:
     """A Target backed by a running harness process (the tree's real code).
 
     Real roles: ``fill_ro_mpt``, ``restore_fixup`` (set_info_guest), ``page_lock`` and,
-    with ``real_pin`` (the default where it builds), ``l4_validate``/``l4_devalidate``/
+    with ``real_pin`` (always, for a tree), ``l4_validate``/``l4_devalidate``/
     ``l4_slot_init`` behind pin_l4/unpin_l4, the driver playing get/put_page_type's part.
     Without it pin_l4/unpin_l4 are *emulated* (``emulated`` names them; ``notes`` says why)
     and injecting into get/put_page_from_l4e is refused.
@@ -317,38 +317,31 @@ def open_target(
     constants_text: str | None = None,
     mutate: str | None = None,
     real_pin: bool | None = None,
+    revision: str = "",
 ) -> HarnessTarget:
     """Generate, build (cached) and start the harness for ``tree``; use as a context manager.
 
-    ``pieces``/``constants_text`` replace the tree's roles and constants (test fixtures).
+    ``pieces``/``constants_text`` replace the tree's roles and constants (test fixtures);
+    only they may ask for the emulated validator (``real_pin=False``). ``label`` names
+    the tree inside the generated files, ``revision`` the target in reports.
     """
     from verifier import harness
 
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    def make(real: bool) -> HarnessTarget:
-        src = harness.generate(
-            Path(tree) if tree is not None else None,
-            pieces,
-            commit=commit,
-            label=label,
-            constants_text=constants_text,
-            mutate=mutate,
-            real_pin=real,
-        )
-        built = harness.build(src, cache_dir)
-        return HarnessTarget(built, label=label or src.label, timeout=timeout)
-
-    if real_pin is None:  # the tree's validator where it builds, else the emulation
-        if tree is None:
-            return make(False)
-        try:
-            return make(True)
-        except HarnessError as e:
-            target = make(False)
-            target.notes.append(f"L4 (de)validation emulated: {e}")
-            return target
-    return make(real_pin)
+    if real_pin is None:  # a tree's own validator, always: no silent emulation
+        real_pin = tree is not None
+    src = harness.generate(
+        Path(tree) if tree is not None else None,
+        pieces,
+        commit=commit,
+        label=label,
+        constants_text=constants_text,
+        mutate=mutate,
+        real_pin=real_pin,
+    )
+    built = harness.build(src, cache_dir)
+    return HarnessTarget(built, label=revision or label or src.label, timeout=timeout)
 
 
 def make_target(
@@ -358,11 +351,17 @@ def make_target(
     cache: Path,
     mutate: str | None = None,
     timeout: float = 10.0,
+    commit: str | None = None,
+    label: str = "",
 ) -> HarnessTarget:
-    """The check pack's factory: a started harness target for ``tree`` (cache: tool cache)."""
-    label = revision + (f" [{mutate}]" if mutate else "")
+    """The check pack's factory: a started harness target for ``tree`` (cache: tool cache).
+
+    The sources are ``harness.tree_sources``'s, as ``xen-verify harness`` writes them.
+    """
     return open_target(
-        Path(tree), Path(cache) / "harness", label=label, timeout=timeout, mutate=mutate
+        Path(tree), Path(cache) / "harness", commit=commit, label=label or str(tree),
+        timeout=timeout, mutate=mutate, real_pin=True,
+        revision=revision + (f" [{mutate}]" if mutate else ""),
     )
 
 

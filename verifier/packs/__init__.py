@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verifier.model import Patch, PatchSeries
+from verifier.model import PackRun, Patch, PatchSeries
 
 
 @dataclass(frozen=True)
@@ -28,15 +28,20 @@ class Pack:
     run: Callable[..., list]  # run_pack(base, patched, tree_dir, *, exhaustive=False)
     mutation_proof: Callable[..., Any] | None = None
     files: tuple[str, ...] = ()  # tree files the roles live in
-    # (checkout, *, applied, cache, factory) -> (check results, notes): the pipeline's entry
-    on_checkout: Callable[..., tuple[list, list[str]]] | None = None
+    # (checkout, *, applied, cache, factory, exhaustive) -> PackRun: the pipeline's entry
+    on_checkout: Callable[..., PackRun] | None = None
+    # (checkout, out_dir, *, patched, cache, mutate) -> (dir, harness key, replay files):
+    # what ``xen-verify harness`` writes for this pack
+    on_harness: Callable[..., tuple[Path, str, list[Path]]] | None = None
 
-    def run_on_checkout(self, co: Any, *, applied: bool, cache: Path) -> tuple[list, list[str]]:
+    def run_on_checkout(self, co: Any, *, applied: bool, cache: Path,
+                        exhaustive: bool = False) -> PackRun:
         """Run the pack on a checked-out ref: base (its commit) vs the tree in the worktree."""
         if self.on_checkout is None:
-            return [], [f"check pack {self.name} cannot run on a checkout"]
+            return PackRun((), (f"check pack {self.name} cannot run on a checkout",))
         return self.on_checkout(
-            co, applied=applied, cache=cache, factory=TARGET_FACTORIES.get(self.name)
+            co, applied=applied, cache=cache, factory=TARGET_FACTORIES.get(self.name),
+            exhaustive=exhaustive,
         )
 
     def concerns(self, patch: Patch) -> bool:

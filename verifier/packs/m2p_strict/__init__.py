@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from verifier.packs import Pack
 
-from .checks import mutation_proof, run_on_checkout, run_pack
+from .checks import mutation_proof, run_on_checkout, run_pack, write_harness_for
 from .declaration import CHECKS, FUNCTIONS, KEYWORDS, NAME, ROLES, TITLE
 
 PACK = Pack(
@@ -21,6 +21,7 @@ PACK = Pack(
     run=run_pack,
     mutation_proof=mutation_proof,
     on_checkout=run_on_checkout,
+    on_harness=write_harness_for,
     files=tuple(sorted({f for r in ROLES for f in r.files})),
 )
 

@@ -11,18 +11,26 @@ invariant. P9 reads the tree, not the target.
 
 from __future__ import annotations
 
-import os
-import re
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from verifier.archive import safe_extractall
-from verifier.model import CheckResult, Evidence, Finding, Outcome, VerifyError
+from verifier.model import (
+    CheckResult,
+    Evidence,
+    Finding,
+    Outcome,
+    PackLimits,
+    PackRun,
+    VerifyError,
+)
 
+from . import callers
 from . import scenarios as sc
-from ._compat import HarnessError, Target
+from ._compat import HarnessError, HarnessFailure, Target
 from .declaration import CHECKS, NAME
 
 SIZES = (5, 64, 1000)  # P1/P2: a handful .. a thousand pages
@@ -107,6 +115,10 @@ def _plan(prop: str, exhaustive: bool) -> list[tuple[sc.Scenario, dict[str, Any]
                         "check_end_state": False,  # P1's and P2's
                     }
                     plan.append((fn, params))
+        for n in p4:  # the tail's later preemption (Jan, 2 Feb): re-entry with an L4 counted
+            plan.append((sc.restore_v2_reentered,
+                         {"nr_pages": n, "label": f"v2 re-entered order, {n} pages, "
+                                                  "preemption never"}))
         return plan
     if prop == "P5":
         return [
@@ -164,10 +176,28 @@ def check_target(
         if spec.id not in wanted:
             continue
         if spec.id == "P9":
-            out["P9"] = check_callers(tree_dir)
+            out["P9"] = _p9(target, tree_dir)
             continue
         out[spec.id] = _run_property(spec.id, target, exhaustive)
     return out
+
+
+def _p9(target: Target, tree_dir: Path | None) -> PropertyRun:
+    if tree_dir is None:
+        return PropertyRun("P9", Outcome.NA, "no tree to read")
+    try:
+        contract = measure_fill_contract(target)
+    except HarnessError as e:  # type: ignore[misc]
+        contract = (None, f"fill_ro_mpt could not be run: {e}")
+        run = check_callers(tree_dir, None)
+        if run.outcome is Outcome.ERROR:
+            run.detail = f"could not judge: {contract[1]}"
+        return run
+    except HarnessFailure as e:  # type: ignore[misc]  # the tree's fill_ro_mpt crashed
+        return PropertyRun("P9", Outcome.FAIL, f"running fill_ro_mpt: {type(e).__name__}: {e}",
+                           Evidence(trace=("reset(2 pages)", "set_slot(1, 0x0)",
+                                           "fill_ro_mpt(1)", "fill_ro_mpt(1)")))
+    return check_callers(tree_dir, contract)
 
 
 # The roles whose code a property exercises: their file:line (from the target's optional
@@ -196,8 +226,8 @@ def _run_property(prop: str, target: Target, exhaustive: bool) -> PropertyRun:
     if run.outcome is Outcome.FAIL and run.evidence is not None:
         extra = tuple(x for x in _role_locations(target, prop) if x not in run.evidence.locations)
         if extra:
-            ev = run.evidence
-            run.evidence = Evidence(ev.trace, ev.state, ev.locations + extra, ev.output)
+            run.evidence = dataclasses.replace(run.evidence,
+                                               locations=run.evidence.locations + extra)
     return run
 
 
@@ -225,8 +255,18 @@ def _run_scenarios(prop: str, target: Target, exhaustive: bool) -> PropertyRun:
     return _summarise(prop, results)
 
 
+def _evidence(r: sc.ScenarioResult) -> Evidence:
+    return Evidence(trace=tuple(r.trace), state=r.state, locations=tuple(r.locations),
+                    output=r.output, replay=tuple(r.replay))
+
+
 def _summarise(prop: str, results: list[sc.ScenarioResult]) -> PropertyRun:
+    """fail > error > accepted > pass > n/a: a failure seen is a verdict even where another
+    scenario could not be judged; an error otherwise, since what it did not judge might
+    have failed."""
     failed = [r for r in results if r.failed]
+    errors = [r for r in results if r.status == "error"]
+    accepted = [r for r in results if r.status == "accepted"]
     passed = [r for r in results if r.status == "pass" and not r.metrics.get("trivial")]
     findings = [f for r in results for f in r.findings]
     if prop == "P4":
@@ -243,13 +283,18 @@ def _summarise(prop: str, results: list[sc.ScenarioResult]) -> PropertyRun:
                 others.append(f"{r.name}: {r.detail}")
         if others:
             detail += " | also: " + " | ".join(others[:3])
-        ev = Evidence(
-            trace=tuple(worst.trace),
-            state=worst.state,
-            locations=tuple(worst.locations),
-            output=worst.output,
-        )
-        return PropertyRun(prop, Outcome.FAIL, detail, ev, findings, results)
+        if errors:
+            detail += f" | {len(errors)} not judged: {errors[0].detail}"
+        return PropertyRun(prop, Outcome.FAIL, detail, _evidence(worst), findings, results)
+    if errors:
+        why = sorted({r.detail for r in errors})
+        detail = (f"{len(errors)} of {len(results)} scenarios not judged: " + "; ".join(why[:3]))
+        return PropertyRun(prop, Outcome.ERROR, detail, _evidence(errors[0]), findings, results)
+    if accepted:
+        first = accepted[0]
+        detail = (f"accepted deviation in {len(accepted)} of {len(results)} scenarios; "
+                  f"{first.name}: {first.detail} Why accepted: {first.deviation}")
+        return PropertyRun(prop, Outcome.ACCEPTED, detail, _evidence(first), findings, results)
     if not passed:
         reasons = sorted({r.detail for r in results if r.status == "n/a"})
         return PropertyRun(prop, Outcome.NA, "; ".join(reasons), None, findings, results)
@@ -308,12 +353,19 @@ def _p4_findings(results: list[sc.ScenarioResult]) -> list[Finding]:
         return []
     legacy = [r for r in rows if r[1] == "legacy" and r[4] == "never"]
     v2 = [r for r in rows if r[1] == "v2"]
+    reentered = [r for r in rows if r[1] == "v2 re-entered"]
     parts = []
     if legacy:
         parts.append("legacy order walks " + ", ".join(f"{r[6]} pages for {r[2]}" for r in legacy))
     if v2:
         walked_v2 = sorted({int(r[6]) for r in v2})
-        parts.append("v2 order walks " + ("nothing" if walked_v2 == [0] else str(walked_v2)))
+        parts.append("v2 order walks " + ("nothing" if walked_v2 == [0] else str(walked_v2))
+                     + " when nothing preempts the rest of arch_set_info_guest")
+    if reentered:
+        parts.append(
+            f"re-entered after a later preemption ({sc.REENTRIES} continuations once the "
+            "kernel's L4 is counted), v2 order walks "
+            + ", ".join(f"{r[8]} pages for {r[2]}" for r in reentered))
     cont = [int(r[8]) for r in rows if r[4] != "never"]
     if cont:
         parts.append(f"continuations walk up to {max(cont)} pages in all")
@@ -335,186 +387,96 @@ def _p5_findings(results: list[sc.ScenarioResult]) -> list[Finding]:
 # --------------------------------------------------------------------------- P9
 
 
-FILL = "fill_ro_mpt"
-_DEF = re.compile(r"^\s*(?:static\s+)?(?:inline\s+)?(void|bool_t|bool|int)\s+fill_ro_mpt\s*\(")
-_FUNC = re.compile(r"^(?:[A-Za-z_][\w\s\*]*?)\b([A-Za-z_]\w*)\s*\([^;]*$")
-_BOOL_USE = re.compile(
-    r"(!\s*fill_ro_mpt\s*\(|\bif\s*\(\s*!?\s*fill_ro_mpt\s*\(|=\s*!?\s*fill_ro_mpt\s*\("
-    r"|&&\s*!?\s*fill_ro_mpt|\|\|\s*!?\s*fill_ro_mpt|return\s+!?\s*fill_ro_mpt\s*\()"
-)
-_IGNORED = re.compile(r"^\s*(?:\(\s*void\s*\)\s*)?fill_ro_mpt\s*\(.*\)\s*;\s*(?:/[*/].*)?$")
+def measure_fill_contract(target: Target) -> tuple[bool | None, str]:
+    """Which value the tree's own fill_ro_mpt returns when it fills an empty slot.
+
+    (None, why) when it returns nothing (void: no contract change) or tells nothing apart.
+    """
+    target.reset(2)
+    target.set_slot(1, 0)
+    on_empty = target.fill_ro_mpt(1)
+    on_set = target.fill_ro_mpt(1)
+    if on_empty is None:
+        return None, "fill_ro_mpt returns void here: no contract change"
+    if bool(on_empty) == bool(on_set):
+        return None, (f"fill_ro_mpt returns {on_empty} on an empty slot and {on_set} on the "
+                      "slot it filled: its result tells nothing apart")
+    return bool(on_empty), (f"run in the harness, fill_ro_mpt returns {on_empty} when it fills "
+                            f"an empty slot and {on_set} when the slot is already set")
 
 
-@dataclass(frozen=True)
-class Caller:
-    file: str
-    line: int
-    function: str
-    text: str
-    use: str  # "ignored" | "boolean" | "other"
-    judgement: str
+def check_callers(tree_dir: Path | None, contract: tuple[bool | None, str] | None = None,
+                  ) -> PropertyRun:
+    """P9: every caller of fill_ro_mpt does the right thing with its new contract.
 
-
-def _function_spans(text: str) -> list[tuple[int, int, str]]:
-    """(first line, last line, name) of every function definition, by tree-sitter-c."""
-    try:
-        import tree_sitter
-        import tree_sitter_c
-    except ImportError:  # the line heuristic alone then
-        return []
-    parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_c.language()))
-    spans: list[tuple[int, int, str]] = []
-    stack = [parser.parse(text.encode()).root_node]
-    while stack:
-        node = stack.pop()
-        if node.type == "function_definition":
-            d = node.child_by_field_name("declarator")
-            while d is not None and d.type != "function_declarator":
-                d = d.child_by_field_name("declarator")
-            name = d.child_by_field_name("declarator") if d is not None else None
-            if name is not None and name.text:
-                spans.append(
-                    (
-                        node.start_point[0] + 1,
-                        node.end_point[0] + 1,
-                        name.text.decode(errors="replace"),
-                    )
-                )
-            continue
-        stack.extend(node.children)
-    return spans
-
-
-def _enclosing(spans: list[tuple[int, int, str]], line: int) -> str | None:
-    inside = [s for s in spans if s[0] <= line <= s[1]]
-    return min(inside, key=lambda s: s[1] - s[0])[2] if inside else None
-
-
-def find_fill_ro_mpt(tree_dir: Path) -> tuple[list[tuple[str, int, str, str]], list[Caller]]:
-    """Definitions/declarations ``(file, line, return type, kind)`` and call sites."""
-    decls: list[tuple[str, int, str, str]] = []
-    callers: list[Caller] = []
-    root = tree_dir / "xen"
-    if not root.is_dir():
-        root = tree_dir
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(files):
-            if not name.endswith((".c", ".h")):
-                continue
-            path = Path(dirpath) / name
-            try:
-                text = path.read_text(errors="replace")
-            except OSError:
-                continue
-            if FILL not in text:
-                continue
-            rel = str(path.relative_to(tree_dir))
-            lines = text.splitlines()
-            spans = _function_spans(text)
-            func = "?"
-            for i, line in enumerate(lines, 1):
-                fm = _FUNC.match(line)
-                if fm and not line.startswith((" ", "\t", "#")):
-                    func = fm.group(1)
-                func = _enclosing(spans, i) or func
-                if FILL not in line or re.search(r"\bfill_ro_mpt\s*\(", line) is None:
-                    continue
-                dm = _DEF.match(line)
-                if dm and not line.lstrip().startswith("return"):
-                    rest = " ".join(lines[i - 1 : i + 3])
-                    kind = (
-                        "declaration"
-                        if rest.split(")", 1)[-1].lstrip().startswith(";")
-                        else "definition"
-                    )
-                    decls.append((rel, i, dm.group(1), kind))
-                    continue
-                if line.lstrip().startswith(("#", "*", "/*", "//")):
-                    continue
-                stmt = _statement(lines, i - 1)
-                if _IGNORED.match(stmt):
-                    use, judge = "ignored", "fine: needs only the fill"
-                elif _BOOL_USE.search(stmt):
-                    use, judge = "boolean", "uses the result as 'an empty slot was filled'"
-                else:
-                    use, judge = "other", "uses the result in a way to review"
-                callers.append(Caller(rel, i, func, line.strip(), use, judge))
-    return decls, callers
-
-
-def _statement(lines: list[str], idx: int) -> str:
-    """The call's statement on one line: joined with a continued previous line and the
-    following lines up to the ``;`` or ``)`` closing it (at most a few lines)."""
-    text = lines[idx]
-    if idx and lines[idx - 1].rstrip().endswith(("=", "!", "(", "&&", "||", "?", ":")):
-        text = lines[idx - 1].rstrip() + " " + text.strip()
-    j = idx
-    while text.count("(") > text.count(")") and j + 1 < len(lines) and j - idx < 6:
-        j += 1
-        text = text.rstrip() + " " + lines[j].strip()
-    return text
-
-
-def check_callers(tree_dir: Path | None) -> PropertyRun:
-    """P9: every caller of fill_ro_mpt still does the right thing with its new contract."""
+    ``contract`` is ``measure_fill_contract``'s answer on the tree's harness; without it
+    the contract is unknown and a caller that uses the result cannot be judged.
+    """
     if tree_dir is None:
         return PropertyRun("P9", Outcome.NA, "no tree to read")
     tree_dir = Path(tree_dir)
     if not tree_dir.is_dir():
         raise VerifyError(f"P9: tree directory {tree_dir} does not exist")
-    decls, callers = find_fill_ro_mpt(tree_dir)
-    defs = [d for d in decls if d[3] == "definition"]
+    decls, found = callers.find(tree_dir)
+    defs = [d for d in decls if d.kind == "definition"]
     if not defs:
         return PropertyRun("P9", Outcome.NA, "fill_ro_mpt is absent from this tree")
-    ret = defs[0][2]
-    table: list[tuple[str, ...]] = [("caller", "function", "use", "judgement")]
-    for c in callers:
-        table.append((f"{c.file}:{c.line}", c.function, c.use, c.judgement))
-    locs = tuple(f"{c.file}:{c.line}" for c in callers)
+    ret, where = defs[0].return_type, f"{defs[0].file}:{defs[0].line}"
     if ret == "void":
-        return PropertyRun(
-            "P9",
-            Outcome.NA,
-            f"fill_ro_mpt returns void here ({defs[0][0]}:{defs[0][1]}): no contract change",
-        )
-    mismatched = [d for d in decls if d[2] != ret and not {d[2], ret} <= {"bool", "bool_t"}]
-    bad = [c for c in callers if c.use == "other"]
+        return PropertyRun("P9", Outcome.NA,
+                           f"fill_ro_mpt returns void here ({where}): no contract change")
+    users = [c for c in found if c.use != "ignored"]
+    if contract is not None and contract[0] is not None:
+        found = [callers.rejudge(c, contract[0]) for c in found]
+    table: list[tuple[str, ...]] = [("caller", "function", "use", "judgement")]
+    table += [(f"{c.file}:{c.line}", c.function, c.use, c.judgement) for c in found]
     finding = Finding(
         "fill_ro_mpt callers",
-        f"fill_ro_mpt returns {ret} ({defs[0][0]}:{defs[0][1]}); {len(callers)} callers: "
-        f"{sum(c.use == 'boolean' for c in callers)} use the result, "
-        f"{sum(c.use == 'ignored' for c in callers)} ignore it and only need the fill "
-        "(it now leaves a non-empty slot alone: they rely on P7's assumption that a "
-        "non-empty slot holds idle_pg_table's entry).",
+        f"fill_ro_mpt returns {ret} ({where}); "
+        + (contract[1] if contract else "its contract was not measured (no harness)")
+        + f". {len(found)} callers: {len(users)} use the result, "
+        f"{len(found) - len(users)} ignore it and only need the fill (it now leaves a "
+        "non-empty slot alone: they rely on P7's assumption that a non-empty slot holds "
+        "idle_pg_table's entry).",
         tuple(table),
     )
+    mismatched = [d for d in decls if d.return_type != ret
+                  and not {d.return_type, ret} <= {"bool", "bool_t"}]
     if mismatched:
         d = mismatched[0]
         return PropertyRun(
-            "P9",
-            Outcome.FAIL,
-            f"{d[0]}:{d[1]} declares fill_ro_mpt returning {d[2]}, defined returning {ret}",
-            Evidence(locations=tuple(f"{m[0]}:{m[1]}" for m in mismatched)),
-            [finding],
-        )
-    if bad:
+            "P9", Outcome.FAIL,
+            f"{d.file}:{d.line} declares fill_ro_mpt returning {d.return_type}, "
+            f"defined returning {ret}",
+            Evidence(locations=tuple(f"{m.file}:{m.line}" for m in mismatched)), [finding])
+    if users and (contract is None or contract[0] is None):
+        why = contract[1] if contract else "fill_ro_mpt's contract was not measured (no harness)"
+        if contract is not None:  # measured, and it tells nothing apart: callers rely on it
+            return PropertyRun(
+                "P9", Outcome.FAIL, f"{why}; {len(users)} callers rely on it: "
+                + "; ".join(f"{c.file}:{c.line} {c.text}" for c in users[:3]),
+                Evidence(locations=tuple(f"{c.file}:{c.line}" for c in users)), [finding])
+        return PropertyRun("P9", Outcome.ERROR, f"could not judge: {why}", None, [finding])
+    wrong = [c for c in found if c.verdict == "wrong"]
+    if wrong:
         return PropertyRun(
-            "P9",
-            Outcome.FAIL,
-            f"{len(bad)} callers use fill_ro_mpt's result other than as a boolean: "
-            + "; ".join(f"{c.file}:{c.line} {c.text}" for c in bad[:3]),
-            Evidence(locations=tuple(f"{c.file}:{c.line}" for c in bad)),
-            [finding],
-        )
+            "P9", Outcome.FAIL,
+            f"{len(wrong)} callers misuse fill_ro_mpt's result: "
+            + "; ".join(f"{c.file}:{c.line} ({c.function}) {c.text}: {c.judgement}"
+                        for c in wrong[:3]),
+            Evidence(locations=tuple(f"{c.file}:{c.line}" for c in wrong)), [finding])
+    unknown = [c for c in found if c.verdict == "unknown"]
+    if unknown:
+        return PropertyRun(
+            "P9", Outcome.ERROR,
+            f"could not judge {len(unknown)} callers: "
+            + "; ".join(f"{c.file}:{c.line} {c.text}" for c in unknown[:3]),
+            Evidence(locations=tuple(f"{c.file}:{c.line}" for c in unknown)), [finding])
     return PropertyRun(
-        "P9",
-        Outcome.PASS,
-        f"{len(callers)} callers, all consistent with fill_ro_mpt returning {ret}: "
-        + ", ".join(locs),
-        None,
-        [finding],
-    )
+        "P9", Outcome.PASS,
+        f"{len(found)} callers, all consistent with fill_ro_mpt returning {ret}: "
+        + ", ".join(f"{c.file}:{c.line}" for c in found),
+        None, [finding])
 
 
 # --------------------------------------------------------------------------- differential
@@ -646,7 +608,7 @@ def run_on_checkout(
     cache: Path,
     factory: Callable[..., Any] | None = None,
     exhaustive: bool = False,
-) -> tuple[list[CheckResult], list[str]]:
+) -> PackRun:
     """The pack on one checkout: ``applied`` -> base = ``co.commit``, patched = worktree;
     already applied -> the tree as it is, plus the mutation proof in the notes."""
     import tempfile
@@ -655,9 +617,10 @@ def run_on_checkout(
     notes: list[str] = []
     tree = Path(co.path)
     target_ids = [c.id for c in CHECKS if c.needs_target]
+    targets: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="m2p-base-") as tmp:
         base_dir = _export_base(co, Path(tmp)) if applied else None
-        targets: list[Any] = []
+        brun: dict[str, PropertyRun] | None = None
         try:
             if factory is None:
                 why = "no harness is available to run the code under test"
@@ -665,43 +628,159 @@ def run_on_checkout(
                 notes.append(f"m2p-strict: {why}: P1-P8 not run")
             else:
                 try:
-                    patched = factory(tree, revision="patched" if applied else "as is", cache=cache)
-                    targets.append(patched)
-                    base = None
+                    targets["patched" if applied else "as is"] = factory(
+                        tree, revision="patched" if applied else "as is", cache=cache,
+                        **_provenance(co, patched=applied),
+                    )
                     if base_dir is not None:
-                        base = factory(base_dir, revision=f"base {co.commit[:12]}", cache=cache)
-                        targets.append(base)
+                        targets["base"] = factory(
+                            base_dir, revision=f"base {co.commit[:12]}", cache=cache,
+                            **_provenance(co, patched=False))
                 except HarnessError as e:  # type: ignore[misc]
                     why = f"could not build the harness: {e}"
-                    prun, brun = _errors(why, target_ids), _errors(why, target_ids)
+                    prun = _errors(why, target_ids)
+                    brun = _errors(why, target_ids) if applied else None
                     notes.append(f"m2p-strict: {why}")
                 else:
-                    prun = {
-                        k: v
-                        for k, v in check_target(patched, None, exhaustive=exhaustive).items()
-                        if k != "P9"
-                    }
-                    brun = None
-                    if base is not None:
-                        brun = {
-                            k: v
-                            for k, v in check_target(base, None, exhaustive=exhaustive).items()
-                            if k != "P9"
-                        }
+                    patched = targets["patched" if applied else "as is"]
+                    prun = check_target(patched, tree, exhaustive=exhaustive)
+                    if "base" in targets:
+                        brun = check_target(targets["base"], base_dir, exhaustive=exhaustive)
                     if not applied:
-                        notes.append(_mutation_note(factory, tree, cache, patched))
-            prun["P9"] = check_callers(tree)
+                        notes.append(_mutation_note(co, factory, tree, cache, patched))
+            prun.setdefault("P9", check_callers(tree))
             if brun is not None and base_dir is not None:
-                brun["P9"] = check_callers(base_dir)
+                brun.setdefault("P9", check_callers(base_dir))
+            limits = pack_limits(targets, exhaustive=exhaustive)
         finally:
-            for t in targets:
+            for t in targets.values():
                 _close(t)
-    return _combine(prun, brun, co.commit[:12], "worktree"), notes
+    return PackRun(tuple(_combine(prun, brun, co.commit[:12], "worktree")), tuple(notes), limits)
 
 
-def _mutation_note(factory: Callable[..., Any], tree: Path, cache: Path, as_is: Any) -> str:
+def pack_limits(targets: dict[str, Any], *, exhaustive: bool = False) -> PackLimits:
+    """What this pack's verdicts rest on, for report.md's Limits and report.json."""
+    verbatim = []
+    for which, t in targets.items():
+        locs = getattr(t, "locations", None) or {}
+        if locs:
+            verbatim.append(f"{which}: " + ", ".join(f"{role} {loc}" for role, loc in locs.items()))
+    verbatim.append("P9 reads every caller of fill_ro_mpt in the tree; it runs the tree's "
+                    "fill_ro_mpt to learn which value means 'filled'")
+    emulated = sorted({e for t in targets.values() for e in (getattr(t, "emulated", None) or ())})
+    modelled = [
+        "d->page_list, page_alloc_lock (recursive: owner and depth recorded), page locks "
+        "held by a scenario, map_domain_page/unmap_domain_page (balance counted)",
+        "hypercall_preempt_check(): scripted (never, always, every N-th, at the N-th call)",
+        "get_page_type/put_page_type: the driver sets type_info around the tree's validator "
+        "and devalidator; get/put_page_from_l4e: succeed, or return an injected "
+        "-ERESTART/-EINTR/error at a chosen entry",
+        "any other callee: an auto-stub that ends the scenario as 'could not judge'",
+    ]
+    if emulated:
+        modelled.append("EMULATED, not the tree's code: " + ", ".join(emulated))
+    sizes = SIZES_EXHAUSTIVE if exhaustive else SIZES
+    parameters = [
+        f"P1/P2 domains of {', '.join(map(str, sizes))} pages with up to 8 L4s spread "
+        f"over them; P3 {', '.join(map(str, P3_SIZES))} pages under "
+        f"{len(P3_PREEMPTS)} preemption scripts; P4 "
+        f"{', '.join(map(str, P4_SIZES_EXHAUSTIVE if exhaustive else P4_SIZES))} pages; "
+        f"P6 {'8' if exhaustive else '3'} random sequences of 60 operations",
+        f"one batch is {sc.BATCH} pages between preemption checks; a walk needing more "
+        "than 4 x pages + 4 continuations does not terminate; 10 s per harness operation",
+    ]
+    keys = [f"{w} {t.built.sources.key}" for w, t in targets.items()
+            if getattr(getattr(t, "built", None), "sources", None) is not None]
+    if keys:
+        parameters.append("harness builds " + ", ".join(keys)
+                          + " (xen-verify harness writes the same sources)")
+    if exhaustive:
+        parameters.append("exhaustive: every order of 3 pins and 2 set-contexts at "
+                          f"{', '.join(map(str, EXHAUSTIVE_SIZES))} pages, 4 preemption points")
+    not_exercised = [
+        "arch_set_info_guest runs only its vcpu_id == 0 statement; a later -ERESTART of "
+        "its tail is played by pinning the kernel's L4 and invoking it again "
+        f"({sc.REENTRIES} times, P4 'v2 re-entered')",
+        "one CPU: no other CPU takes page locks or changes d->page_list during a walk",
+        "a 32-bit guest's context is modelled as guest memory whose native view carries "
+        "the requested bits",
+    ]
+    return PackLimits(NAME, tuple(verbatim), tuple(modelled), tuple(parameters),
+                      tuple(not_exercised))
+
+
+def write_harness_for(co: Any, out_dir: Path, *, patched: bool, cache: Path,
+                      mutate: str | None = None) -> tuple[Path, str, list[Path]]:
+    """``xen-verify harness``: the harness the checks run on this checkout, byte for byte
+    (same sources, same key), plus a replay of every failing trace and a Makefile whose
+    ``make run`` feeds each replay to the harness.
+
+    Returns (the directory, the harness key, the replay files).
+    """
+    from verifier.harness import tree_sources, write_sources
+    from verifier.target import HarnessTarget
+
+    tree = Path(co.path)
+    src = tree_sources(tree, mutate=mutate, **_provenance(co, patched=patched))
+    out = write_sources(src, Path(out_dir))
+    replays: list[Path] = []
+    from verifier.harness import build
+
+    with HarnessTarget(build(src, Path(cache) / "harness"), label=src.label) as target:
+        runs = check_target(target, tree)
+    rdir = out / "replay"
+    if rdir.exists():
+        for old in rdir.glob("*.txt"):
+            old.unlink()
+    for prop, run in runs.items():
+        ev = run.evidence
+        if ev is None or not ev.replay:
+            continue
+        rdir.mkdir(exist_ok=True)
+        path = rdir / f"{prop}.txt"
+        path.write_text("\n".join(ev.replay) + "\n")
+        replays.append(path)
+    _write_makefile(out, src.label, {p.stem: runs[p.stem] for p in replays})
+    return out, src.key, replays
+
+
+def _write_makefile(out: Path, label: str, failing: dict[str, PropertyRun]) -> None:
+    from verifier.harness import gcc_command
+
+    lines = [
+        f"# xen-verify harness for {label}",
+        "# make: build the harness; make run: replay each failing check's trace",
+        "",
+        "driver: pieces.c driver.c env.h",
+        "\t" + " ".join(gcc_command()),
+        "",
+        "run: driver",
+    ]
+    if not failing:
+        lines.append("\t@echo 'no failing trace to replay'")
+    for prop, run in failing.items():
+        what = f"{prop} {run.outcome}: {run.detail}"[:150].replace("'", "")
+        lines += [f"\t@echo '== replay/{prop}.txt ({what})'",
+                  f"\t-./driver < replay/{prop}.txt"]
+    lines += ["", ".PHONY: run", ""]
+    (out / "Makefile").write_text("\n".join(lines))
+
+
+def _provenance(co: Any, *, patched: bool) -> dict[str, str]:
+    """commit and label for a checkout's harness, as ``xen-verify harness`` names them."""
+    from verifier.harness import provenance_commit, tree_label
+
+    return {
+        "commit": provenance_commit(co.commit, patched=patched),
+        "label": tree_label(co.ref, co.commit, co.source.location, patched=patched),
+    }
+
+
+def _mutation_note(co: Any, factory: Callable[..., Any], tree: Path, cache: Path,
+                   as_is: Any) -> str:
     try:
-        mutated = factory(tree, revision="fixup disabled", cache=cache, mutate=MUTATION)
+        mutated = factory(tree, revision="fixup disabled", cache=cache, mutate=MUTATION,
+                          **_provenance(co, patched=False))
     except HarnessError as e:  # type: ignore[misc]
         return f"m2p-strict mutation proof not run: {e}"
     try:
@@ -721,8 +800,9 @@ def _combine(
         p = prun[spec.id]
         b = brun.get(spec.id) if brun else None
         detail = f"patched: {p.detail}" + (f" | base: {b.detail}" if b else "")
-        evidence = p.evidence if p.outcome is Outcome.FAIL else None
-        if evidence is None and b is not None and b.outcome is Outcome.FAIL:
+        shown = (Outcome.FAIL, Outcome.ERROR, Outcome.ACCEPTED)
+        evidence = p.evidence if p.outcome in shown else None
+        if evidence is None and b is not None and b.outcome in shown:
             evidence = b.evidence
         findings = list(p.findings)
         if spec.id == "P4" and b is not None:
@@ -747,8 +827,10 @@ __all__ = [
     "PropertyRun",
     "check_callers",
     "check_target",
-    "find_fill_ro_mpt",
+    "measure_fill_contract",
     "mutation_proof",
+    "pack_limits",
     "run_on_checkout",
     "run_pack",
+    "write_harness_for",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from verifier.model import Report
-from verifier.report import _checks_cell
+from verifier.report import _cell, _checks_cell
 
 MAX_LINES, MAX_OVER_80, MAX_WIDTH = 150, 5, 100
 
@@ -61,11 +61,20 @@ def fact_problems(report: Report, md: str) -> list[str]:
     for r in report.runs:
         if f"{r.apply.status} - {flat(r.apply.detail)}" not in text:
             out.append(f"{r.ref}: apply {r.apply.status} - {r.apply.detail}")
-        row = next((ln for ln in md.splitlines() if ln.startswith(f"| {r.ref} ")), None)
-        if row is None:
+        rows = [ln for ln in md.splitlines() if ln.startswith(f"| {r.ref} ")]
+        if not rows:
             out.append(f"{r.ref}: no row in the summary table")
-        elif r.checks and _checks_cell(r) not in row:
-            out.append(f"{r.ref}: checks {_checks_cell(r)!r} not in {row!r}")
+        elif r.checks and not any(_checks_cell(r) in row for row in rows):
+            # the checks' own matrix: a column per check id, a cell per outcome
+            header = next((ln for ln in md.splitlines() if ln.startswith("| ref ")
+                           and f" {r.checks[0].id} " in ln), "")
+            ids = [c.strip() for c in header.strip("|").split("|")]
+            cells = {i: [c.strip() for c in row.strip("|").split("|")] for i in ids
+                     for row in rows[-1:]}
+            for c in r.checks:
+                got = cells[c.id][ids.index(c.id)] if c.id in ids else None
+                if got != _cell(c):
+                    out.append(f"{r.ref} {c.id}: {_cell(c)!r} not in the matrix ({got!r})")
         for c in r.checks:
             if f"{c.id} " not in text:
                 out.append(f"{r.ref}: check {c.id} not named")

@@ -6,13 +6,16 @@ nothing asserted.
 Each run gets a fresh cache (so harnesses are built every time, as on a first run) and
 runs the whole pipeline with checks: checkout, apply, harness builds and scenarios.
 Target: on a 2-core machine, -j 2 clearly faster than -j 1 (the refs are independent;
-what is left serial is resolving refs and opening the tree). Without XEN_GIT the toy
+what is left serial is resolving refs and opening the tree), and close to 2 cores busy.
+On a shared machine the figures depend on the others' load: "cores busy" (CPU seconds
+over wall seconds) says how much of the machine the run got. Without XEN_GIT the toy
 repository is used (apply only: a measure of the process overhead, not of the speed-up).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -31,16 +34,24 @@ UPSTREAM_REFS = ["be05b5385f^", "stable-4.6", "stable-4.5", "master"]
 TOY_REFS = ["written-on", "master", "near", "old"]
 
 
-def once(repo: str, patch: str, refs: list[str], jobs: int, checks: bool) -> tuple[float, str]:
+def _cpu() -> float:
+    """CPU seconds of this process and every child it waited for (refs, git, gcc, drivers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def once(repo: str, patch: str, refs: list[str], jobs: int,
+         checks: bool) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as tmp:
         cache = Path(tmp)
         source = open_tree(repo, cache)
         series = load_series([patch], source.git_dir)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), _cpu()
         report = verify(series, [(source, refs)], cache, command="bench", checks=checks,
                         jobs=jobs)
-        seconds = time.perf_counter() - t
-    return seconds, " ".join(f"{r.ref}={r.verdict}" for r in report.runs)
+        seconds, cpu = time.perf_counter() - t, _cpu() - cpu
+    return seconds, cpu, " ".join(f"{r.ref}={r.verdict}" for r in report.runs)
 
 
 def main() -> None:
@@ -58,11 +69,15 @@ def main() -> None:
         times: dict[int, list[float]] = {1: [], 2: []}
         for _ in range(repeats):
             for jobs in (1, 2):
-                seconds, verdicts = once(repo, patch, refs, jobs, checks)
+                seconds, cpu, verdicts = once(repo, patch, refs, jobs, checks)
                 times[jobs].append(seconds)
-                print(f"  -j {jobs}: {seconds:7.1f} s   {verdicts}")
+                print(f"  -j {jobs}: {seconds:7.1f} s wall, {cpu:7.1f} s CPU "
+                      f"({cpu / seconds:.2f} cores busy)   {verdicts}", flush=True)
         one, two = statistics.median(times[1]), statistics.median(times[2])
         print(f"median -j 1: {one:.1f} s, -j 2: {two:.1f} s, speed-up {one / two:.2f}x")
+        print(f"load average now: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other "
+              "users' work shares the cores: with the kernel's autogroup scheduling a "
+              "session gets its share, however many processes it runs)")
 
 
 if __name__ == "__main__":

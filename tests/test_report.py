@@ -219,6 +219,13 @@ def test_json_series_members() -> None:
     assert data["runs"][0]["apply"]["patches"][1] == ["b", "clean", "applies"]
     md = render_markdown(report)
     assert "2 patches" in md and "2/2 x86/toy: second" in md
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_summary(report, Console(file=buf, width=100))
+    text = buf.getvalue()
+    assert "Series of 2 patches:" in text and "2/2 x86/toy: second" in text
+    assert "series: 1 clean, 2 clean" in text
 
 
 # --------------------------------------------------------------------------- report.md
@@ -239,9 +246,9 @@ def test_markdown_summary_line_counts_refs() -> None:
 
 def test_markdown_patch_block_and_table() -> None:
     md = render_markdown(full_report())
-    assert "Author:     Ann Reviewer <ann@example.org>" in md
+    assert "Author:     Ann Reviewer <ann@example.org>, Tue, 26 Jan 2016" in md
     assert "Message-ID: <toy-1@example.org>" in md
-    assert "Version:    v2" in md
+    assert "Source:     patches/toy.patch (format-patch), v2" in md
     # one table line per ref with its short sha and apply status
     for ref, status in (("be05b5385f^", "offsets"), ("stable-4.5", "missing-prerequisite"),
                         ("stable-4.6", "already-applied")):
@@ -283,7 +290,8 @@ def test_markdown_trace_state_location_and_findings() -> None:
     assert "harness: lock depth 1 at exit" in block
     findings = md[md.index("## Findings"):]
     assert "Pages walked during restore" in findings
-    assert re.search(r"\| patched +\| legacy +\| 4096 ", findings)
+    # too wide for a mail and one revision only: a line per row, every cell kept
+    assert "- patched | legacy | 4096 | 64 | never | 1 | 4096 | 4096 | 0 |" in findings
     assert findings.index("Pages walked") < findings.index("fill_ro_mpt callers")
     assert md.index("## Findings") < md.index("Reproduce:")
 
@@ -303,9 +311,12 @@ def test_markdown_apply_details() -> None:
 
 def test_markdown_reproduce_is_the_command() -> None:
     report = full_report()
-    lines = render_markdown(report).rstrip("\n").splitlines()
-    assert lines[-2:] == ["", f"    {report.command}"]
-    assert lines[-3] == "Reproduce:"
+    md = render_markdown(report)
+    tail = md[md.index("Reproduce:\n\n") + len("Reproduce:\n\n"):]
+    # continued with backslashes within 80 columns; an option stays with its value
+    assert all(len(ln) <= 80 for ln in tail.splitlines())
+    assert " ".join(tail.replace("\\\n", " ").split()) == report.command
+    assert not any(ln.rstrip(" \\").endswith("--ref") for ln in tail.splitlines())
 
 
 def test_markdown_line_lengths() -> None:
@@ -364,9 +375,10 @@ def test_markdown_table_with_few_checks_is_one_table() -> None:
                 (check("P1", F, P), check("P2", P, F))),)
     md = render_markdown(Report(PatchSeries((PATCH,)), runs, "cmd", overall_verdict(runs)))
     headers = [ln for ln in md.splitlines() if ln.startswith("| ref")]
-    assert len(headers) == 1 and "P2" in headers[0] and "verdict" in headers[0]
+    assert len(headers) == 1 and "checks" in headers[0] and "verdict" in headers[0]
     row = next(ln for ln in md.splitlines() if ln.startswith("| master"))
-    assert [c.strip() for c in row.strip("|").split("|")][3:] == ["FIX", "REGR", "FAIL"]
+    assert [c.strip() for c in row.strip("|").split("|")][3:] == [
+        "REGRESSION P2, fixed P1", "FAIL"]
 
 
 # --------------------------------------------------------------------------- junit.xml
@@ -434,8 +446,8 @@ def test_write_reports_atomic_and_overwrites(tmp_path: Path) -> None:
     out = tmp_path / "deep" / "out"
     report = full_report()
     paths = write_reports(report, out)
-    assert [p.name for p in paths] == ["report.json", "report.md", "junit.xml"]
-    assert sorted(os.listdir(out)) == ["junit.xml", "report.json", "report.md"]
+    assert [p.name for p in paths] == ["report.json", "report.md", "report.html", "junit.xml"]
+    assert sorted(os.listdir(out)) == ["junit.xml", "report.html", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["verdict"] == "fail"
     assert (out / "report.md").read_text() == render_markdown(report)
     ET.parse(out / "junit.xml")
@@ -444,7 +456,7 @@ def test_write_reports_atomic_and_overwrites(tmp_path: Path) -> None:
     runs = (run("master", ApplyResult(ApplyStatus.CLEAN, "ok"), (check("P1", F, P),)),)
     second = Report(PatchSeries((PATCH,)), runs, "cmd", overall_verdict(runs))
     write_reports(second, out)
-    assert sorted(os.listdir(out)) == ["junit.xml", "report.json", "report.md"]
+    assert sorted(os.listdir(out)) == ["junit.xml", "report.html", "report.json", "report.md"]
     assert json.loads((out / "report.json").read_text())["verdict"] == "pass"
     assert (out / "report.md").stat().st_ino != inode  # replaced, not rewritten in place
 
@@ -460,7 +472,8 @@ def test_write_reports_failure_keeps_old_files(tmp_path: Path, monkeypatch) -> N
     with pytest.raises(VerifyError, match="No space left"):
         write_reports(full_report(), tmp_path)
     assert (tmp_path / "report.json").read_text() == before
-    assert sorted(os.listdir(tmp_path)) == ["junit.xml", "report.json", "report.md"]
+    assert sorted(os.listdir(tmp_path)) == ["junit.xml", "report.html", "report.json",
+                                            "report.md"]
 
 
 def test_write_reports_into_a_file_is_an_error(tmp_path: Path) -> None:

@@ -59,16 +59,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where no sandbox (bubblewrap) can be had, run the patch's code "
                              "anyway, with resource limits only")
 
+    patch_help = ("diff, format-patch file, mbox series, saved patchwork page, git:REV, "
+                  "or - for standard input")
     c = sub.add_parser("check", help="apply a patch to each ref, run the checks, report")
-    c.add_argument("patches", nargs="+", metavar="PATCH",
-                   help="diff, format-patch file, mbox series, saved patchwork page, or git:REV")
+    c.add_argument("patches", nargs="+", metavar="PATCH", help=patch_help)
     trees(c)
-    c.add_argument("--report-dir", metavar="DIR", help="write report.json, report.md, junit.xml")
+    c.add_argument("--report-dir", metavar="DIR",
+                   help="write report.json, report.md, report.html, junit.xml")
     c.add_argument("--markdown", action="store_true", help="print report.md to stdout")
     c.add_argument("--no-checks", action="store_true", help="only apply; run no check pack")
     c.add_argument("--exhaustive", action="store_true",
                    help="check packs' bounded exhaustive mode: every order of a few "
                         "operations at every preemption point, larger domains (slower)")
+    c.add_argument("-j", "--jobs", type=_jobs, default=os.cpu_count() or 1, metavar="N",
+                   help="refs checked at once (default: the number of cores)")
+
+    pl = sub.add_parser("plan", help="write a GitLab CI child pipeline: a job per ref, "
+                                     "then one that merges their reports")
+    pl.add_argument("patches", nargs="+", metavar="PATCH", help="as for check (files, git:REV)")
+    trees(pl)
+    pl.add_argument("--gitlab", required=True, metavar="FILE",
+                    help="the child pipeline's YAML to write (- for standard output)")
+    pl.add_argument("--no-checks", action="store_true", help="jobs only apply the patch")
+    pl.add_argument("--xen-verify", default="xen-verify", metavar="CMD",
+                    help="how the jobs run xen-verify (default: xen-verify)")
+    pl.add_argument("--artifacts-from", metavar="JOB",
+                    help="the parent pipeline's job whose artifacts hold the patch files")
+
+    m = sub.add_parser("merge", help="merge per-ref report.json files into one report")
+    m.add_argument("dirs", nargs="+", metavar="DIR", help="a report directory or report.json")
+    m.add_argument("--report-dir", metavar="DIR",
+                   help="write the merged report.json, report.md, report.html, junit.xml")
+    m.add_argument("--markdown", action="store_true", help="print report.md to stdout")
+    m.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     h = sub.add_parser("harness", help="write a ref's generated harness sources and build script")
     h.add_argument("patches", nargs="*", metavar="PATCH", help="patch to apply first (optional)")
@@ -78,6 +101,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a buggy variant of the tree's code (leak-alloc-lock, no-preempt, "
                         "own-domain, pv32-walk, drop-page, count-partial, positive-success)")
     return p
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise VerifyError(f"-j {text}: give a number of refs to check at once (1 or more)")
+    return n
+
+
+def _writable_dir(path: str, option: str = "--report-dir") -> Path:
+    """Fail before any work when the reports could not be written at the end."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise VerifyError(f"{option} {path}: not a directory")
+    probe = p
+    while not probe.exists():  # the nearest existing parent must let us create it
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise VerifyError(f"{option} {path}: not writable ({probe} does not let this user "
+                          "write)")
+    return p
+
+
+def _stdin_patches(patches: list[str]) -> list[str]:
+    """``-`` reads the patch from standard input (once) into a file that lives for the run."""
+    if "-" not in patches:
+        return patches
+    if patches.count("-") > 1:
+        raise VerifyError("-: standard input can be read once only")
+    import atexit
+    import tempfile
+
+    data = sys.stdin.buffer.read()
+    fd, name = tempfile.mkstemp(prefix="xen-verify-stdin-", suffix=".patch")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    atexit.register(lambda: os.path.exists(name) and os.unlink(name))
+    _STDIN_NAMES[name] = "-"
+    return [name if p == "-" else p for p in patches]
+
+
+_STDIN_NAMES: dict[str, str] = {}  # temporary file -> "-" (how the user gave it)
 
 
 def _progress(quiet: bool):  # type: ignore[no-untyped-def]
@@ -120,8 +188,7 @@ def _trees(args: argparse.Namespace) -> list[TreeRequest]:
 
 def _check(args: argparse.Namespace) -> int:
     from verifier.patch import load_series
-    from verifier.pipeline import exit_status, open_source, verify
-    from verifier.report import print_summary, render_markdown, write_reports
+    from verifier.pipeline import open_source, verify
     from verifier.tree import cache_root
 
     progress = _progress(args.quiet)
@@ -129,16 +196,47 @@ def _check(args: argparse.Namespace) -> int:
         _need_sandbox(args, progress)
     cache = cache_root(args.cache)
     reqs = _trees(args)
-    if args.report_dir and Path(args.report_dir).exists() and not Path(args.report_dir).is_dir():
-        raise VerifyError(f"--report-dir {args.report_dir}: not a directory")
+    if args.report_dir:
+        _writable_dir(args.report_dir)
     if any(p.startswith("git:") for p in args.patches) and reqs[0].kind != "repo":
         raise VerifyError("git:REV names a commit of a repository: give it with --repo first")
+    patches = _stdin_patches(args.patches)
     sources = [(open_source(r, cache, progress), r.refs) for r in reqs]
     first_git = sources[0][0].git_dir
-    series = load_series(args.patches, first_git)
-    command = "xen-verify " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        series = _as_given(load_series(patches, first_git))
+    except VerifyError as e:  # name standard input as the user did, not its temporary file
+        msg = str(e)
+        for tmp, given in _STDIN_NAMES.items():
+            msg = msg.replace(tmp, given)
+        raise VerifyError(msg) from None
+    command = "xen-verify " + " ".join(shlex.quote(a) for a in args.argv)
     report = verify(series, sources, cache, command=command, checks=not args.no_checks,
-                    progress=progress, exhaustive=args.exhaustive)
+                    progress=progress, jobs=args.jobs, exhaustive=args.exhaustive)
+    return _output(report, args, progress)
+
+
+def _as_given(series):  # type: ignore[no-untyped-def]
+    """A patch read from standard input is reported as ``-``, not as its temporary file."""
+    import dataclasses
+
+    if not _STDIN_NAMES:
+        return series
+
+    def fix(p):  # type: ignore[no-untyped-def]
+        src = p.meta.source
+        for tmp, given in _STDIN_NAMES.items():
+            if src == tmp or src.startswith(tmp + "#"):
+                src = given + src[len(tmp):]
+        return dataclasses.replace(p, meta=dataclasses.replace(p.meta, source=src))
+
+    return dataclasses.replace(series, patches=tuple(fix(p) for p in series.patches))
+
+
+def _output(report, args: argparse.Namespace, progress) -> int:  # type: ignore[no-untyped-def]
+    from verifier.pipeline import exit_status
+    from verifier.report import print_summary, render_markdown, write_reports
+
     if args.report_dir:
         for path in write_reports(report, Path(args.report_dir)):
             if progress:
@@ -163,6 +261,42 @@ def _drop_stdout() -> None:
     """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from verifier.gitlab import child_pipeline
+
+    reqs = getattr(args, "trees", None) or []
+    if not reqs or any(r.kind != "repo" for r in reqs):
+        raise VerifyError("plan: give the tree with --repo (a path or URL the CI jobs reach)")
+    if "-" in args.patches:
+        raise VerifyError("plan: the jobs read the patch from a file: give its path, not -")
+    text = child_pipeline(args.patches, reqs, xen_verify=args.xen_verify,
+                          checks=not args.no_checks, artifacts_from=args.artifacts_from)
+    if args.gitlab == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    out = Path(args.gitlab)
+    if out.parent != Path("") and not out.parent.is_dir():
+        raise VerifyError(f"--gitlab {args.gitlab}: no such directory {out.parent}")
+    try:
+        out.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise VerifyError(f"--gitlab {args.gitlab}: cannot write: {e.strerror or e}") from None
+    jobs = sum(len(r.refs) or 1 for r in reqs)
+    print(f"wrote {out}: {jobs} check job(s) and a merge job")
+    return EXIT_OK
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from verifier.merge import load_report, merge_reports
+
+    progress = _progress(args.quiet)
+    if args.report_dir:
+        _writable_dir(args.report_dir)
+    command = "xen-verify " + " ".join(shlex.quote(a) for a in args.argv)
+    report = merge_reports([(d, load_report(Path(d))) for d in args.dirs], command=command)
+    return _output(report, args, progress)
 
 
 def _harness(args: argparse.Namespace) -> int:
@@ -229,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "check":
-            return _check(args)
-        return _harness(args)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for the report's command
+        commands = {"check": _check, "plan": _plan, "merge": _merge, "harness": _harness}
+        return commands[args.command](args)
     except VerifyError as e:
         print(f"xen-verify: error: {_one_line(str(e))}", file=sys.stderr)
         return EXIT_USAGE

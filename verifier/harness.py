@@ -10,13 +10,13 @@ closure, a callee nobody provides becomes an auto-stub, anything else is an erro
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import os
 import re
 import shlex
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -432,7 +432,9 @@ def build(src: HarnessSources, cache_dir: Path) -> Built:
     exe = d / "driver"
     if exe.exists():
         return Built(exe, src, 0.0, True)
-    tmp = Path(cache_dir) / f".build-{src.key}-{os.getpid()}"
+    # A folder of its own per build: refs built at once (-j) by processes or threads
+    # never share one, and the first complete build of a key is renamed into place.
+    tmp = Path(tempfile.mkdtemp(prefix=f".build-{src.key}-{os.getpid()}-", dir=cache_dir))
     write_sources(src, tmp)
     refuse_hostile_includes(src.pieces)
     t0 = time.monotonic()
@@ -449,9 +451,13 @@ def build(src: HarnessSources, cache_dir: Path) -> Built:
             "harness build failed: " + (" | ".join(errors) or _limit_hint(proc))
         )
     seconds = time.monotonic() - t0
-    with contextlib.suppress(OSError):  # another process may have built the same key
+    try:
         tmp.rename(d)
-    return Built(exe if exe.exists() else tmp / "driver", src, seconds, False)
+    except OSError:  # another build of the same key got there first: use it, drop ours
+        if not exe.exists():  # a damaged entry: run this build from where it is
+            return Built(tmp / "driver", src, seconds, False)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Built(exe, src, seconds, False)
 
 
 def tree_sources(tree: Path, *, commit: str | None, label: str,

@@ -11,9 +11,11 @@ changes meaning or goes away changes ``SCHEMA``; keys may be added without it.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import re
+import shlex
 import tempfile
 import textwrap
 import xml.etree.ElementTree as ET
@@ -25,7 +27,6 @@ from verifier.model import (
     ApplyResult,
     ApplyStatus,
     CheckResult,
-    Finding,
     HunkResult,
     Outcome,
     Patch,
@@ -80,11 +81,14 @@ SCHEMA_TABLE = """\
 | `runs[].limits[]` | per pack that ran: `{pack, verbatim, modelled, parameters, not_exercised}`, each a list of lines: the tree code that ran as written, what stood in for the hypervisor, the sizes and constants used, what the checks cannot see |
 """  # noqa: E501  (Markdown table rows: one per key)
 TOOL = "xen-verify"
-WIDTH = 76  # prose in report.md is wrapped here: mails are read as plain text
+WIDTH = 78  # prose in report.md is wrapped here: mails are read as plain text
 SHORT = 10  # short sha length in the markdown table
+MAIL_WIDTH = 80  # report.md's tables fit here where the content allows
+MAIL_LINES = 150  # report.md longer than this leaves finding tables to report.html/json
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 JUNIT_XML = "junit.xml"
 
 
@@ -332,7 +336,32 @@ def _table(rows: Sequence[Sequence[str]]) -> list[str]:
     return [ln.rstrip() for ln in out]
 
 
+def _checks_cell(r: RunResult) -> str:
+    """``REGRESSION P3, fixed P1, pass P2,P4-P9``: every check id, by what it did."""
+    if not r.checks:
+        return "-"
+    order = ["REGRESSION", "error", "fails as on base", "fail", "fixed", "accepted", "pass",
+             "n/a"]
+    groups: dict[str, list[str]] = {}
+    for c in r.checks:
+        key = ("error" if c.patched is Outcome.ERROR else
+               "accepted" if c.patched is Outcome.ACCEPTED else c.change)
+        groups.setdefault(key, []).append(c.id)
+    keys = sorted(groups, key=lambda k: order.index(k) if k in order else len(order))
+    return ", ".join(f"{k} {id_ranges(_sorted_ids(groups[k]))}" for k in keys)
+
+
+def _sorted_ids(ids: Iterable[str]) -> list[str]:
+    def key(i: str) -> tuple[str, int, str]:
+        m = re.fullmatch(r"(\D*)(\d+)(.*)", i)
+        return (m.group(1), int(m.group(2)), m.group(3)) if m else (i, 0, "")
+
+    return sorted(set(ids), key=key)
+
+
 def _ref_tables(report: Report, labels: list[str]) -> list[str]:
+    """The summary table: one row per ref. Every check's outcome in one cell when that
+    fits a mail; else the checks get a matrix of their own, keyed by ref."""
     ids = _check_ids(report.runs)
     rows = []  # [ref, commit, apply], [check cells], verdict
     for label, r in zip(labels, report.runs, strict=True):
@@ -348,18 +377,27 @@ def _ref_tables(report: Report, labels: list[str]) -> list[str]:
         out.append("")
         out += _wrap(_no_checks_reason(report))
         return out
+    cells = [_checks_cell(r) for r in report.runs]
+    compact = _table([[*head, "checks", "verdict"],
+                      *[[*b, c, v] for (b, _, v), c in zip(rows, cells, strict=True)]])
+    if max(len(ln) for ln in compact) > MAIL_WIDTH:  # the commit is in the appendix too
+        compact = _table([["ref", "apply", "checks", "verdict"],
+                          *[[b[0], b[2], c, v] for (b, _, v), c in zip(rows, cells, strict=True)]])
     one = _table([[*head, *ids, "verdict"], *[[*b, *c, v] for b, c, v in rows]])
-    if max(len(ln) for ln in one) <= 80:
-        out += one
-    else:  # too wide for a mail: the checks get a table of their own, keyed by ref
-        out += short
+    if max(len(ln) for ln in compact) <= MAIL_WIDTH:
+        out += compact
+    else:
+        if max(len(ln) for ln in one) <= MAIL_WIDTH:
+            out += one
+        else:  # too wide for a mail: the checks get a table of their own, keyed by ref
+            out += short
+            out.append("")
+            out += _table([["ref", *ids], *[[b[0], *c] for b, c, _ in rows]])
+        check_cells = [c for _, c, _ in rows]
+        used = {cell for row in check_cells for cell in row}
         out.append("")
-        out += _table([["ref", *ids], *[[b[0], *c] for b, c, _ in rows]])
-    check_cells = [c for _, c, _ in rows]
-    used = {cell for row in check_cells for cell in row}
-    out.append("")
-    legend = "; ".join(f"{k} {v}" for k, v in CELL_LEGEND.items() if k in used)
-    out += _wrap(legend + ".")
+        legend = "; ".join(f"{k} {v}" for k, v in CELL_LEGEND.items() if k in used)
+        out += _wrap(legend + ".")
     titles: dict[str, str] = {}
     for r in report.runs:
         for c in r.checks:
@@ -367,7 +405,7 @@ def _ref_tables(report: Report, labels: list[str]) -> list[str]:
     out.append("")
     width = max(len(i) for i in ids)
     for i in ids:
-        out += _wrap(titles[i], indent=" " * (width + 3), first=f"  {i.ljust(width)} ")
+        out += _wrap(titles[i], indent=" " * (width + 3), first=f"- {i.ljust(width)} ")
     return out
 
 
@@ -416,8 +454,8 @@ def _apply_lines(a: ApplyResult) -> list[str]:
                          indent="      ", first="  - ")
     for src, dst in a.moved_files:
         out += _wrap(f"moved: {src} is now {dst}", indent="    ", first="  - ")
-    if a.hunks and any(h.status != "ok" or h.offset for h in a.hunks):
-        for h in a.hunks:
+    for h in a.hunks:  # the hunks that applied where the patch says go without saying
+        if h.status != "ok" or h.offset:
             out += _wrap(_hunk_line(h), indent="    ", first="  - ")
     for m in a.matches:
         text = f"already there ({m.how})"
@@ -432,12 +470,17 @@ def _apply_lines(a: ApplyResult) -> list[str]:
         if m.locations:
             text += f", at {', '.join(m.locations)}"
         out += _wrap(text, indent="    ", first="  - ")
+    # One line per introducing commit: a prerequisite commit usually brings several names.
+    by_commit: dict[tuple[str | None, str | None], list[str]] = {}
     for p in a.prerequisites:
-        text = f"missing: {p.symbol} (used in {p.used_in})"
-        if p.introduced_by:
-            text += f", introduced by {p.introduced_by[:12]}"
-            if p.introduced_subject:
-                text += f' "{p.introduced_subject}"'
+        by_commit.setdefault((p.introduced_by, p.introduced_subject), []).append(
+            f"{p.symbol} (used in {p.used_in})")
+    for (introduced_by, introduced_subject), uses in by_commit.items():
+        text = f"missing: {', '.join(uses)}"
+        if introduced_by:
+            text += f", introduced by {introduced_by[:12]}"
+            if introduced_subject:
+                text += f' "{introduced_subject}"'
         else:
             text += ", introducing commit unknown"
         out += _wrap(text, indent="    ", first="  - ")
@@ -446,18 +489,6 @@ def _apply_lines(a: ApplyResult) -> list[str]:
                    None: "whether this ref is that base is unknown"}[a.base_matches]
         out += _wrap(f"written against {a.written_against}: {is_base}",
                      indent="    ", first="  - ")
-    return out
-
-
-def _ref_section(label: str, r: RunResult) -> list[str]:
-    out = [f"### {label}: {str(r.verdict).upper()}", ""]
-    commit = r.commit or "(did not resolve)"
-    out += _wrap(f"Commit: {commit}" + (f' "{r.subject}"' if r.subject else ""), indent="  ")
-    if r.tree:
-        out += _wrap(f"Tree: {r.tree}", indent="  ")
-    out += _apply_lines(r.apply)
-    for n in r.notes:
-        out += _wrap(f"Note: {n}", indent="  ")
     return out
 
 
@@ -488,17 +519,75 @@ def _kind(c: CheckResult) -> str:
     return "ERROR" if c.patched is Outcome.ERROR else c.change
 
 
-def _failure_block(label: str, r: RunResult, checks: Sequence[CheckResult]) -> list[str]:
-    """One failing check with its evidence, or several that failed alike without any."""
-    c = checks[0]
-    ids = id_ranges([x.id for x in checks])
-    out = [f"#### {_kind(c)}: {ids} on {label} ({_short(r.commit)})", ""]
-    if len(checks) == 1:  # several: their titles are listed under the table
-        out += _wrap(c.title, indent="  ", first="  ")
-    out.append(f"  base: {c.base}, patched: {c.patched}")
-    if c.detail:
-        out += _wrap(c.detail, indent="  ", first="  ")
-    out += _evidence_lines(c)
+def _refs_text(labels: Sequence[str], total: int) -> str:
+    """``be05b5385f^, stable-4.6 and master``; ``all 4 refs`` when it is every one."""
+    if len(labels) == total and total > 2:
+        return f"all {total} refs"
+    if len(labels) == 1:
+        return labels[0]
+    return ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def _group(items: Iterable[tuple[str, Any, Any]]) -> list[tuple[Any, list[str]]]:
+    """(label, key, value) -> [(value, [labels])] per distinct key, in first-seen order."""
+    groups: dict[Any, tuple[Any, list[str]]] = {}
+    for label, key, value in items:
+        entry = groups.setdefault(key, (value, []))
+        if label not in entry[1]:
+            entry[1].append(label)
+    return list(groups.values())
+
+
+def _failure_key(c: CheckResult) -> tuple[Any, ...]:
+    return (c.id, _kind(c), c.title, c.base, c.patched, c.detail, c.evidence)
+
+
+def _failure_blocks(items: list[tuple[str, RunResult, CheckResult]], total: int) -> list[str]:
+    """One block per distinct failure, naming every ref it happened on; checks that
+    failed alike on the same refs with nothing to show but the detail share a block."""
+    grouped = _group((lb, _failure_key(c), c) for lb, _r, c in items)
+    out: list[str] = []
+    i = 0
+    while i < len(grouped):
+        c, labels = grouped[i]
+        same = [c]
+        while (i + len(same) < len(grouped) and grouped[i + len(same)][1] == labels
+               and _alike(c, grouped[i + len(same)][0])):
+            same.append(grouped[i + len(same)][0])
+        i += len(same)
+        ids = id_ranges([x.id for x in same])
+        out += _wrap(f"#### {_kind(c)}: {ids} on {_refs_text(labels, total)}", indent="     ",
+                     first="")
+        out.append("")
+        if len(same) == 1:  # several: their titles are listed under the table
+            out += _wrap(c.title, indent="  ", first="  ")
+        out.append(f"  base: {c.base}, patched: {c.patched}")
+        if c.detail:
+            out += _wrap(c.detail, indent="  ", first="  ")
+        out += _evidence_lines(c)
+        out.append("")
+    return out
+
+
+def _brief_lines(items: list[tuple[str, RunResult, CheckResult]], total: int) -> list[str]:
+    """Checks that deviate in a way their pack accepts, in short: a bullet per check, its
+    detail once per distinct text (a near-identical one as its word changes), the
+    traces left to report.html and report.json."""
+    out: list[str] = []
+    by_check = _group((lb, (c.id, c.title, c.base, c.patched), c) for lb, _r, c in items)
+    for c, _ in by_check:
+        variants = _group((lb, x.detail, x) for lb, _r, x in items
+                          if (x.id, x.title, x.base, x.patched) == (c.id, c.title, c.base,
+                                                                    c.patched))
+        out += _wrap(f"- {c.id} {c.title} (base: {c.base}, patched: {c.patched})",
+                     indent="  ", first="")
+        for n, (x, refs) in enumerate(variants):
+            changes = _as_changes(variants[0][0].detail, x.detail) if n else None
+            text = (f"On {_refs_text(refs, total)}: "
+                    + (f"as on {_refs_text(variants[0][1], total)}, with {changes}."
+                       if changes else x.detail))
+            out += _wrap(text, indent="    ", first="  - ")
+    out += _wrap("Their traces are in report.html and report.json.")
     out.append("")
     return out
 
@@ -507,20 +596,6 @@ def _alike(a: CheckResult, b: CheckResult) -> bool:
     """Failed the same way and nothing to show but the detail: one block says it all."""
     return (a.evidence is None and b.evidence is None and _kind(a) == _kind(b)
             and (a.base, a.patched, a.detail) == (b.base, b.patched, b.detail))
-
-
-def _failure_blocks(items: list[tuple[str, RunResult, CheckResult]]) -> list[str]:
-    out: list[str] = []
-    i = 0
-    while i < len(items):
-        lb, r, c = items[i]
-        group = [c]
-        while (i + len(group) < len(items) and items[i + len(group)][1] is r
-               and _alike(c, items[i + len(group)][2])):
-            group.append(items[i + len(group)][2])
-        out += _failure_block(lb, r, group)
-        i += len(group)
-    return out
 
 
 def id_ranges(ids: Sequence[str]) -> str:
@@ -538,59 +613,246 @@ def id_ranges(ids: Sequence[str]) -> str:
     return ",".join(p[0] if len(p) == 1 else f"{p[0]}-{p[1]}" for p in parts)
 
 
-def _finding_block(label: str, c: CheckResult, f: Finding) -> list[str]:
-    out = [f"#### {c.id} on {label}: {f.title}", ""]
-    if f.text:
-        out += _wrap(f.text, indent="  ", first="  ")
-    if len(f.table) > 1:  # a header alone says nothing
-        out.append("")
-        out += _table(f.table)
-    out.append("")
+# --------------------------------------------------------------------------- tables for a mail
+
+
+def _drop_empty_columns(rows: Sequence[Sequence[str]]) -> list[list[str]]:
+    """Columns with a header and no value in any row say nothing."""
+    rows = [list(r) for r in rows]
+    ncol = max(len(r) for r in rows)
+    rows = [r + [""] * (ncol - len(r)) for r in rows]
+    keep = [i for i in range(ncol) if any(str(r[i]).strip() for r in rows[1:])]
+    return [[r[i] for i in keep] for r in rows]
+
+
+def _pivot(rows: list[list[str]]) -> tuple[list[list[str]], str] | None:
+    """A table whose first column names revisions, each with the same rows: one row per
+    case and one column per revision, the measured columns joined by '/' in each cell.
+
+    Returns the new table and the line saying what a cell holds, or None when the table
+    is not of that shape. Nothing is dropped: every cell of the input is in the output.
+    """
+    if len(rows) < 3:
+        return None
+    header, body = rows[0], rows[1:]
+    blocks: dict[str, list[list[str]]] = {}
+    for r in body:
+        blocks.setdefault(r[0], []).append(r[1:])
+    if len(blocks) < 2 or len({len(b) for b in blocks.values()}) != 1:
+        return None
+    cases = list(blocks.values())
+    ncol = len(header) - 1
+    # The key: the leading columns that are the same, row by row, in every revision.
+    nkey = 0
+    while nkey < ncol and all(b[i][nkey] == cases[0][i][nkey]
+                              for b in cases for i in range(len(b))):
+        nkey += 1
+    if nkey == 0 or nkey == ncol:
+        return None
+    out = [[*header[1:nkey + 1], *blocks]]
+    for i, row in enumerate(cases[0]):
+        out.append([*row[:nkey], *("/".join(b[i][nkey:]) for b in cases)])
+    return out, f"Each {header[0]} cell: {'/'.join(header[nkey + 1:])}."
+
+
+def _records(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
+    """A table too wide for a mail: one wrapped line per row, cells joined by ' | '."""
+    out = _wrap(" | ".join(str(c) for c in rows[0]), indent=indent + "  ",
+                first=f"{indent}Columns: ")
+    for r in rows[1:]:
+        out += _wrap(" | ".join(str(c) for c in r), indent=indent + "    ", first=f"{indent}- ")
     return out
 
 
-def _limits_lines(report: Report, labels: list[str]) -> list[str]:
-    """What each pack's verdicts rest on: once per pack, the tree code per ref."""
-    packs: dict[str, list[tuple[str, Any]]] = {}
-    for lb, r in zip(labels, report.runs, strict=True):
-        for lim in r.limits:
-            packs.setdefault(lim.pack, []).append((lb, lim))
-    if not packs:
-        return []
-    out = ["## Limits", ""]
-    for name, items in packs.items():
-        first = items[0][1]
-        out.append(f"{name}:")
-        for lb, lim in items:
-            for v in lim.verbatim:
-                out += _wrap(f"ran verbatim on {lb}: {v}", indent="    ", first="  - ")
-        for head, lines in (("modelled", first.modelled), ("sizes and constants",
-                                                            first.parameters),
-                            ("not exercised", first.not_exercised)):
-            for v in lines:
-                out += _wrap(f"{head}: {v}", indent="    ", first="  - ")
-        out.append("")
+def _mail_table(table: Sequence[Sequence[str]]) -> list[str]:
+    """A finding's table in at most MAIL_WIDTH columns: as it is when it fits, else
+    pivoted by revision, else one line per row."""
+    rows = _drop_empty_columns(table)
+    note = ""
+    lines = _table(rows)
+    if max(len(ln) for ln in lines) > MAIL_WIDTH:
+        pivoted = _pivot(rows)
+        if pivoted:
+            rows, note = pivoted
+            lines = _table(rows)
+    if max(len(ln) for ln in lines) > MAIL_WIDTH and len(rows) > 3:
+        # a column with one value in every row is said once, above the table
+        same = [i for i in range(len(rows[0])) if len({r[i] for r in rows[1:]}) == 1]
+        if same and len(same) < len(rows[0]):
+            note = " ".join([note, *(f"{rows[0][i]}: {rows[1][i]} in every row."
+                                     for i in same)]).strip()
+            rows = [[c for i, c in enumerate(r) if i not in same] for r in rows]
+            lines = _table(rows)
+    if max(len(ln) for ln in lines) > MAIL_WIDTH:
+        return ([*_wrap(note, indent="  ", first="  ")] if note else []) + _records(rows)
+    return ([*_wrap(note, indent="  ", first="  "), ""] if note else []) + lines
+
+
+# --------------------------------------------------------------------------- report.md
+
+
+def _as_changes(base: str, text: str) -> str | None:
+    """``text`` as a few word changes to ``base`` (``"b" for "a"; ...``), or None when
+    it differs too much for that to read better than the text itself."""
+    a, b = base.split(), text.split()
+    ops = [op for op in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes()
+           if op[0] != "equal"]
+    changed = sum(max(i2 - i1, j2 - j1) for _, i1, i2, j1, j2 in ops)
+    if not ops or len(ops) > 3 or changed > len(b) // 4:
+        return None
+    parts = []
+    for _, i1, i2, j1, j2 in ops:
+        if i1 == i2 or j1 == j2:  # an insertion or deletion: anchor it on a word
+            i1, j1 = (i1 - 1, j1 - 1) if i1 > 0 else (i1, j1)
+            i2, j2 = (i2, j2) if i1 < i2 and j1 < j2 else (i2 + 1, j2 + 1)
+        parts.append(f'"{" ".join(b[j1:j2])}" for "{" ".join(a[i1:i2])}"')
+    return "; ".join(parts)
+
+
+def _finding_lines(report: Report, labels: list[str], tables: bool = True) -> list[str]:
+    """A bullet per finding title; under it each distinct text (and table) once, naming
+    the refs it holds on. ``tables=False`` leaves the tables to report.html/json."""
+    total = len(report.runs)
+    found = [(lb, c, f) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+             for f in c.findings]
+    ran = {cid: [lb for lb, r in zip(labels, report.runs, strict=True)
+                 if any(c.id == cid for c in r.checks)] for cid in {c.id for _, c, _ in found}}
+
+    def where(cid: str, refs: list[str]) -> str:
+        if refs == ran[cid] and len(refs) > 1:
+            return "every ref checked"
+        return _refs_text(refs, total)
+
+    order = {i: n for n, i in enumerate(_check_ids(report.runs))}
+    by_title = _group((lb, (c.id, f.title), (c.id, f.title)) for lb, c, f in found)
+    by_title.sort(key=lambda g: order.get(g[0][0], len(order)))
+    out: list[str] = []
+    for (cid, title), _ in by_title:
+        variants = _group((lb, (f.text, f.table), f) for lb, c, f in found
+                          if (c.id, f.title) == (cid, title))
+        one_set = len({tuple(v[1]) for v in variants}) == 1
+        head = f"- {cid} {title}" + (f" (on {where(cid, variants[0][1])})" if one_set else "")
+        out += _wrap(head, indent="  ", first="")
+        for n, (f, refs) in enumerate(variants):
+            changes = _as_changes(variants[0][0].text, f.text) if n else None
+            if changes:
+                first_refs = _refs_text(variants[0][1], total)
+                text = (f"On {_refs_text(refs, total)}: as on {first_refs}, with {changes}."
+                        if not one_set else f"As above, with {changes}.")
+            else:
+                text = ("" if one_set else f"On {where(cid, refs)}: ") + f.text
+            rows = len(f.table) - 1
+            if rows > 0 and not tables:
+                text += f" [table: {rows} rows]"
+            out += _wrap(text, indent="    ", first="  - ")
+            if rows > 0 and tables:
+                out.append("")
+                out += _mail_table(f.table)
+                out.append("")
     return out
+
+
+def _gist(item: str) -> str:
+    """An item's leading clause (``one CPU: no other CPU...`` -> ``one CPU``)."""
+    return re.split(r": |; | \(", item, maxsplit=1)[0].strip()
+
+
+def _limits_lines(report: Report, labels: list[str], full: bool = True) -> list[str]:
+    """A line per pack: with ``full``, every item (per distinct set, naming the refs when
+    they differ); else what the checks cannot see, in short, the rest left to
+    report.html and report.json."""
+    total = len(report.runs)
+    groups = _group((lb, lim, lim) for lb, r in zip(labels, report.runs, strict=True)
+                    for lim in r.limits)
+    out: list[str] = []
+    if not full:
+        for pack in dict.fromkeys(g[0].pack for g in groups):
+            unseen = list(dict.fromkeys(_gist(i) for lim, _ in groups if lim.pack == pack
+                                        for i in lim.not_exercised))
+            text = f"{pack}: " + (f"not exercised: {'; '.join(unseen)}. " if unseen else "")
+            text += "What ran verbatim, what was modelled and the parameters: report.html."
+            out += _wrap(text, indent="    ", first="  - ")
+        return out
+    packs = [g[0].pack for g in groups]
+    for lim, refs in groups:
+        parts = [f"{name}: {'; '.join(items)}" for name, items in (
+            ("ran verbatim", lim.verbatim), ("modelled", lim.modelled),
+            ("parameters", lim.parameters), ("not exercised", lim.not_exercised)) if items]
+        where = f" (on {_refs_text(refs, total)})" if packs.count(lim.pack) > 1 else ""
+        out += _wrap(f"{lim.pack}{where}: " + (". ".join(parts) or "none stated") + ".",
+                     indent="    ", first="  - ")
+    return out
+
+
+def _notes_lines(report: Report, labels: list[str]) -> list[str]:
+    total = len(report.runs)
+    out: list[str] = []
+    for note, refs in _group((lb, n, n) for lb, r in zip(labels, report.runs, strict=True)
+                             for n in r.notes):
+        out += _wrap(f"{note} (on {_refs_text(refs, total)})", indent="    ", first="  - ")
+    return out
+
+
+def _command_lines(command: str, indent: str = "    ") -> list[str]:
+    """The command as a shell line continued with backslashes within the mail width:
+    split between arguments only, so it pastes back into a shell as it was."""
+    lexer = shlex.shlex(command, posix=False)  # words as written, quotes kept
+    lexer.whitespace_split = True
+    try:
+        words = list(lexer)
+    except ValueError:
+        return [indent + command]
+    lines: list[str] = []
+    cur = ""
+    for w in words:
+        # an option and its value stay on one line
+        if cur and len(indent) + len(cur) + 1 + len(w) + 2 > MAIL_WIDTH and not (
+                cur.split()[-1].startswith("-") and cur.split()[-1] != "-" and
+                not w.startswith("-")):
+            lines.append(cur)
+            cur = "    " + w
+        else:
+            cur = f"{cur} {w}" if cur else w
+    lines.append(cur)
+    return [indent + ln + (" \\" if i < len(lines) - 1 else "") for i, ln in enumerate(lines)]
 
 
 def render_markdown(report: Report) -> str:
-    """report.md: what a reviewer pastes, unedited, into a reply on xen-devel."""
+    """report.md: what a reviewer pastes, unedited, into a reply on xen-devel.
+
+    The summary table first, then what the patch breaks, what it fixes, the findings
+    (each once, naming the refs it holds on), the packs' limits, and in an appendix how
+    the patch applied on each ref. Lines stay within 80 columns where the content
+    allows; past MAIL_LINES lines the findings' tables, then all but the gist of the
+    packs' limits, then the traces of accepted deviations are left to report.html/json.
+    """
+    for tables, limits, brief in ((True, True, False), (False, True, False),
+                                  (False, False, False), (False, False, True)):
+        text = _markdown(report, tables=tables, full_limits=limits, brief_accepted=brief)
+        if text.count("\n") <= MAIL_LINES:
+            break
+    return text
+
+
+def _markdown(report: Report, tables: bool, header: bool = True,
+              tables_at: str = "in report.html and report.json",
+              full_limits: bool = True, brief_accepted: bool = False) -> str:
     labels = _labels(report.runs)
-    out = [summary_line(report), ""]
+    total = len(report.runs)
+    out = [summary_line(report), ""] if header else []
 
     patches = report.series.patches
-    if patches:
+    if patches and header:
         first = patches[0].meta
         out += _wrap(f"Patch:      {report.series.subject}", indent=" " * 12, first="")
         if first.author:
-            out.append(f"Author:     {first.author}")
-        if first.date:
-            out.append(f"Date:       {first.date}")
+            out += _wrap(f"Author:     {first.author}" + (f", {first.date}" if first.date else ""),
+                         indent=" " * 12, first="")
         if first.message_id:
             out.append(f"Message-ID: {first.message_id}")
-        out.append("Version:    " + (f"v{first.version}" if first.version
-                                     else "v1 (the subject names no version)"))
-        out += _wrap(f"Source:     {first.source} ({first.kind})", indent=" " * 12, first="")
+        version = f"v{first.version}" if first.version else "v1 (the subject names no version)"
+        out += _wrap(f"Source:     {first.source} ({first.kind}), {version}",
+                     indent=" " * 12, first="")
         if len(patches) > 1:
             out.append(f"Series:     {len(patches)} patches")
             for n, p in enumerate(patches, 1):
@@ -601,43 +863,64 @@ def render_markdown(report: Report) -> str:
     if report.runs:
         out += _ref_tables(report, labels)
         out.append("")
-        out += ["## Refs", ""]
-        for label, r in zip(labels, report.runs, strict=True):
-            out += _ref_section(label, r)
-            out.append("")
 
-    regressions = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
-                   if c.change == "REGRESSION"]
-    failures = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
+    pairs = list(zip(labels, report.runs, strict=True))
+    regressions = [(lb, r, c) for lb, r in pairs for c in r.checks if c.change == "REGRESSION"]
+    failures = [(lb, r, c) for lb, r in pairs for c in r.checks
                 if _failing(c) and c.change != "REGRESSION"]
-    fixed = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
-             if c.change == "fixed"]
+    fixed = [(lb, r, c) for lb, r in pairs for c in r.checks if c.change == "fixed"]
     if regressions:
-        out += ["## Regressions", ""]
-        out += _failure_blocks(regressions)
+        out.append("## Regressions")
+        out += _failure_blocks(regressions, total)
     if failures:
-        out += ["## Other failing checks", ""]
-        out += _failure_blocks(failures)
-    accepted = [(lb, r, c) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
-                if c.patched is Outcome.ACCEPTED]
+        out.append("## Other failing checks")
+        out += _failure_blocks(failures, total)
+    accepted = [(lb, r, c) for lb, r in pairs for c in r.checks if c.patched is Outcome.ACCEPTED]
     if accepted:
-        out += ["## Accepted deviations", ""]
-        out += _failure_blocks(accepted)
+        out.append("## Accepted deviations")
+        out += (_brief_lines(accepted, total) if brief_accepted
+                else _failure_blocks(accepted, total))
     if fixed:
-        out += ["## Fixed by the patch", ""]
-        for lb, _r, c in fixed:
-            text = f"{c.id} on {lb}: {c.title}" + (f" - {c.detail}" if c.detail else "")
+        out.append("## Fixed by the patch")
+        for c, refs in _group((lb, (c.id, c.title, c.detail), c) for lb, _r, c in fixed):
+            text = (f"{c.id} on {_refs_text(refs, total)}: {c.title}"
+                    + (f" - {c.detail}" if c.detail else ""))
             out += _wrap(text, indent="    ", first="  - ")
         out.append("")
-    findings = [(lb, c, f) for lb, r in zip(labels, report.runs, strict=True) for c in r.checks
-                for f in c.findings]
-    if findings:
-        out += ["## Findings", ""]
-        for lb, c, f in findings:
-            out += _finding_block(lb, c, f)
+    if any(c.findings for r in report.runs for c in r.checks):
+        out.append("## Findings")
+        if not tables:
+            out += _wrap(f"The findings' tables are {tables_at}.")
+        out += _finding_lines(report, labels, tables=tables)
+        out.append("")
+    if any(r.limits for r in report.runs):
+        out.append("## Limits")
+        out += _limits_lines(report, labels, full=full_limits)
+        out.append("")
 
-    out += _limits_lines(report, labels)
-    out += ["Reproduce:", "", f"    {report.command}", ""]
+    if report.runs:
+        out.append("## Appendix: how the patch applied")
+        trees = {r.tree for r in report.runs}
+        if len(trees) == 1 and report.runs[0].tree:
+            out += _wrap(f"Tree: {report.runs[0].tree}")
+        for label, r in pairs:
+            out.append(f"### {label}: {str(r.verdict).upper()}")
+            commit = r.commit or "(did not resolve)"
+            lines = _wrap(commit + (f' "{r.subject}"' if r.subject else ""), indent="  ",
+                          first="  ")
+            if not header:  # rendered to HTML: the commit is a line of its own there too
+                lines[-1] += "\\"
+            out += lines
+            if r.tree and len(trees) > 1:
+                out += _wrap(f"Tree: {r.tree}", indent="  ")
+            out += _apply_lines(r.apply)
+        out.append("")
+        if any(r.notes for r in report.runs):
+            out.append("Notes:")
+            out += _notes_lines(report, labels)
+            out.append("")
+
+    out += ["Reproduce:", "", *_command_lines(report.command), ""]
     text = "\n".join(ln.rstrip() for ln in out)
     return re.sub(r"\n{3,}", "\n\n", text)
 
@@ -735,14 +1018,17 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def write_reports(report: Report, out_dir: Path) -> list[Path]:
-    """Write report.json, report.md and junit.xml into out_dir, each atomically."""
+    """Write report.json, report.md, report.html and junit.xml into out_dir, each atomically."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise VerifyError(f"report directory {out_dir}: not a directory")
+    from verifier.html import render_html
+
     # Render everything before writing anything: a rendering error leaves old reports whole.
     texts = [
         (REPORT_JSON, json.dumps(report_json(report), indent=2, ensure_ascii=False) + "\n"),
         (REPORT_MD, render_markdown(report)),
+        (REPORT_HTML, render_html(report)),
         (JUNIT_XML, render_junit(report)),
     ]
     try:
@@ -816,10 +1102,19 @@ def print_summary(report: Report, console: Console | None = None) -> None:
             checks_summary(r, sep="\n") or "-",
             Text(str(r.verdict), style=VERDICT_STYLE[r.verdict]),
         )
+    patches = report.series.patches
+    if len(patches) > 1:  # a series: its members once, then how each went on each ref
+        console.print(Text(f"Series of {len(patches)} patches:"), highlight=False)
+        for n, p in enumerate(patches, 1):
+            console.print(Text(f"  {n}/{len(patches)} {p.meta.subject}"), highlight=False)
     if report.runs:
         console.print(table)
         for label, r in zip(labels, report.runs, strict=True):
             console.print(Text(f"{label}: {r.apply.detail}"), highlight=False)
+            if len(patches) > 1 and r.apply.patches:
+                members = ", ".join(f"{n} {status}"
+                                    for n, (_s, status, _d) in enumerate(r.apply.patches, 1))
+                console.print(Text(f"  series: {members}"), highlight=False)
             for note in r.notes:
                 console.print(Text(f"  note: {note}", style="dim"), highlight=False)
     console.print(Text(summary_line(report), style=VERDICT_STYLE[report.verdict]))

@@ -355,7 +355,8 @@ SOURCE_SUFFIXES = (".c", ".h")  # where an identifier means a C symbol
 _NOT_TYPES = frozenset("return goto case else do sizeof typeof if while for switch".split())
 _DECL_RE = re.compile(
     r"^\s*(?:(?:static|extern|const|volatile|register|inline|unsigned|signed)\s+)*"
-    r"(?:(?:struct|union|enum)\s+)?([A-Za-z_]\w*)((?:\s*\*+\s*|\s+)(?:const\s+)?\**\s*)"
+    r"(?:(?:struct|union|enum)\s+)?([A-Za-z_]\w*)"
+    r"((?:\s*\*+\s*|\s+)(?:[A-Za-z_]\w*(?:\s*\*+\s*|\s+))*?\**\s*)"  # attributes, const
     r"([A-Za-z_]\w*)\s*(?=[;=,\[):]|$)")
 
 
@@ -402,6 +403,8 @@ def series_defines(hunks: Iterable[DiffHunk]) -> set[str]:
                 continue
             for m in re.finditer(r"\b(?:struct|union|enum)\s+([A-Za-z_]\w*)\s*\{", c):
                 out.add(m.group(1))
+            for m in re.finditer(r"\benum\b[^{]*\{([^}]*)", c):  # enum { A, B = 4 }
+                out.update(re.findall(r"(?:^|,)\s*([A-Za-z_]\w*)", m.group(1)))
             for m in re.finditer(r"\(\s*\*\s*([A-Za-z_]\w*)\s*\)\s*\(", c):
                 out.add(m.group(1))  # function pointer
             m = re.match(r"^\s*([A-Za-z_]\w*)\s*:(?!:)", c)
@@ -419,7 +422,8 @@ def series_defines(hunks: Iterable[DiffHunk]) -> set[str]:
                 m = re.match(r"^[A-Za-z_][\w\s\*]*?\b([A-Za-z_]\w*)\s*\(", c)
                 if m and m.group(1) not in _NOT_TYPES:
                     out.add(m.group(1))
-            out.update(_declared(c))
+            for stmt in re.split(r"[;{}]", c):  # "struct s { int a; };" holds two
+                out.update(_declared(stmt + ";"))
     return out
 
 

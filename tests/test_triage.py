@@ -149,8 +149,9 @@ def test_ordinary_identifiers_are_not_missing(tmp_path):
         "+int undefined_helper_call(void) { return really_missing_thing(); }\n"
         " int x;\n")
     hunks = parse_hunks(diff)
-    (tmp_path / "x.c").write_text("#include \"x.h\"\nint x;\nint printk(const char *f, ...);\n"
-                                  "#define this_cpu(v) v\n#define __initdata\n#define DEFINE_PER_CPU(t, n) t n\n")
+    (tmp_path / "x.c").write_text(
+        "#include \"x.h\"\nint x;\nint printk(const char *f, ...);\n#define this_cpu(v) v\n"
+        "#define __initdata\n#define DEFINE_PER_CPU(t, n) t n\n")
     import subprocess
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)

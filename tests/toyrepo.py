@@ -314,8 +314,8 @@ def build_triage(root: Path) -> tuple[Path, dict[str, str]]:
     shas["undo"] = _commit(repo, "hv/core: go back to the old slot handling")
 
     branch("squashed", "with-helper")
-    _write(repo, "hv/core.c", second.replace("        v = WIDGET_MAX; /* clamp_everything_beyond */",
-                                             "        v = WIDGET_MAX; /* clamp */"))
+    _write(repo, "hv/core.c", second.replace("v = WIDGET_MAX; /* clamp_everything_beyond */",
+                                             "v = WIDGET_MAX; /* clamp */"))
     shas["squashed"] = _commit(repo, f"{TRIAGE_SECOND_SUBJECT}\n\n{marker(shas['second'])}\n"
                                      f"{TRIAGE_FIX_SUBJECT}\n\n{marker(shas['fix'])}")
     git(repo, "checkout", "-q", "master")

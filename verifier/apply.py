@@ -432,7 +432,9 @@ def _declared(code: str) -> set[str]:
     and ``type name`` pairs in a parameter list."""
     out: set[str] = set()
     m = _DECL_RE.match(code)
-    if m and m.group(1) not in _NOT_TYPES and m.group(1) not in C_KEYWORDS - _TYPE_WORDS:
+    # "struct s;" declares a tag it still needs defined: not a definition.
+    if (m and m.group(1) not in _NOT_TYPES and m.group(1) not in C_KEYWORDS - _TYPE_WORDS
+            and m.group(1) not in ("struct", "union", "enum")):
         out.add(m.group(3))
         depth, piece, pieces = 0, "", []
         for ch in code[m.end():]:
@@ -532,7 +534,7 @@ def _prerequisites(
             if missing and progress:
                 progress(f"which commits introduced {', '.join(list(missing)[:8])}")
             for sym in list(missing)[:MAX_PREREQ_SEARCH]:
-                intros[sym] = history.introduced_by(hist, sym, tip, fork)
+                intros[sym] = history.introduced_by(hist, sym, tip, fork, user=missing[sym][0])
     out = []
     for sym, where in missing.items():
         intro = intros.get(sym)
@@ -606,13 +608,13 @@ def apply_patch(
     strong = m is not None and m.how in STRONG
     if m is not None and (strong or fwd.returncode) and not (rev and rev.returncode == 0):
         m = replace(m, left_out=_left_out(g, hunks, moved, scratch))
-        if not strong or len(m.left_out) < len(hunks):
-            how = ("already applied: its commit is on the ref" if m.how == "commit"
-                   else "already applied in another form")
-            return ApplyResult(ApplyStatus.ALREADY_APPLIED,
-                               f"{how}{_named(m)}{_partial_note(m, len(hunks))}",
-                               matches=(m,), moved_files=moved_t)
-        m = None  # named, but none of its hunks is there: judge the tree as it is
+        how = ("already applied: its commit is on the ref" if m.how == "commit"
+               else "already applied in another form")
+        note = _partial_note(m, len(hunks))
+        if len(m.left_out) == len(hunks):  # the backport did it all another way
+            note = "; every hunk would still apply: the backport made the change another way"
+        return ApplyResult(ApplyStatus.ALREADY_APPLIED, f"{how}{_named(m)}{note}",
+                           matches=(m,), moved_files=moved_t)
     if rev is not None and rev.returncode == 0:
         match = Match(how="reverse-apply")
         if m is not None:
@@ -662,7 +664,7 @@ def apply_patch(
                            moved_files=moved_t, reverted=reverted)
     reset_worktree(g.cwd)
 
-    if not reverted:
+    if not co.source.has_history:  # with history, history has answered this already
         present = lines_present(hunks, co.path, moved)
         if present:
             where = ", ".join(present.locations[:4])

@@ -215,7 +215,7 @@ def revert_after(g: Git, match: Match, ref_commit: str, paths: list[str], own: t
 
 
 _GREP_CACHE: dict[tuple[str, str, tuple[str, ...]], dict[str, set[str]]] = {}
-_INTRO_CACHE: dict[tuple[str, str, str, str], tuple[str, str] | None] = {}
+_INTRO_CACHE: dict[tuple[str, ...], tuple[str, str] | None] = {}
 
 
 def symbols_at(g: Git, rev: str, symbols: Iterable[str]) -> dict[str, set[str]]:
@@ -245,7 +245,34 @@ def merge_base(g: Git, a: str, b: str) -> str | None:
     return r.stdout.strip() or None
 
 
-def introduced_by(g: Git, symbol: str, base: str, fork: str | None) -> tuple[str, str] | None:
+def visible_from(user: str, files: Iterable[str], *, strict: bool = False) -> list[str]:
+    """Of the files holding a symbol, those that say when ``user`` (a path) got it.
+
+    Code under ``xen/arch/A`` sees its own architecture and common code; common code sees
+    common headers when they hold the symbol (``BITS_PER_INT``, private to RISC-V before
+    it moved to ``xen/config.h``, reached common code with the move). Never the other side
+    of the ``xen/`` / ``tools/`` split. All of them if none qualifies, unless ``strict``:
+    then only the files it certainly sees (its architecture's and common ones).
+    """
+    def area(path: str) -> tuple[str, str]:
+        parts = path.split("/")
+        arch = parts[2] if len(parts) > 3 and parts[1] == "arch" else ""
+        return parts[0], arch
+
+    files = list(files)
+    top, arch = area(user)
+    same_top = [f for f in files if area(f)[0] == top]
+    if arch:
+        seen = [f for f in same_top if area(f)[1] in ("", arch)]
+    elif strict or any("/include/" in f and not area(f)[1] for f in same_top):
+        seen = [f for f in same_top if not area(f)[1]]
+    else:
+        seen = same_top
+    return seen if seen or strict else files
+
+
+def introduced_by(g: Git, symbol: str, base: str, fork: str | None, user: str = ""
+                  ) -> tuple[str, str] | None:
     """The commit in ``fork..base`` after which ``symbol`` has been in the tree ever since.
 
     ``git log -G`` over the files holding it at ``base`` lists the commits changing a line
@@ -253,14 +280,15 @@ def introduced_by(g: Git, symbol: str, base: str, fork: str | None) -> tuple[str
     absent to present: the introduction that stuck (an introduction later reverted is
     skipped). If the symbol existed elsewhere before that commit, it moved: follow it.
     """
-    key = (str(g.cwd), symbol, base, fork or "")
+    user = user.rsplit(":", 1)[0]
+    key = (str(g.cwd), symbol, base, fork or "", user)
     if key in _INTRO_CACHE:
         return _INTRO_CACHE[key]
     word = re.compile(rf"(?<![A-Za-z0-9_]){re.escape(symbol)}(?![A-Za-z0-9_])")
     result: tuple[str, str] | None = None
     tip = base
     for _ in range(MAX_MOVES):
-        files = sorted(symbols_at(g, tip, [symbol]).get(symbol, ()))
+        files = sorted(visible_from(user, symbols_at(g, tip, [symbol]).get(symbol, ())))
         if not files:
             break
         log = g.run("log", "-G", rf"(^|[^A-Za-z0-9_]){re.escape(symbol)}([^A-Za-z0-9_]|$)",
@@ -284,7 +312,7 @@ def introduced_by(g: Git, symbol: str, base: str, fork: str | None) -> tuple[str
             break
         result = step
         before = symbols_at(g, f"{step[0]}^", [symbol]) if fork != step[0] else {}
-        if symbol not in before:
+        if not visible_from(user, before.get(symbol, ()), strict=bool(user)):
             break
         tip = f"{step[0]}^"  # it was in other files before: a move, follow it back
     _INTRO_CACHE[key] = result

@@ -127,7 +127,7 @@ def test_ordinary_identifiers_are_not_missing(tmp_path):
     """Locals, parameters, labels, fields, macros and enum constants the patch defines,
     comments and strings: none of it is looked for in the tree."""
     diff = (
-        "--- a/x.c\n+++ b/x.c\n@@ -1,2 +1,21 @@\n #include \"x.h\"\n"
+        "--- a/x.c\n+++ b/x.c\n@@ -1,2 +1,22 @@\n #include \"x.h\"\n"
         "+#define NEWMAC(a, b) ((a) + (b))\n"
         "+enum { FIRST_KIND, SECOND_KIND = 4, };\n"
         "+    THIRD_KIND,\n"
@@ -146,19 +146,20 @@ def test_ordinary_identifiers_are_not_missing(tmp_path):
         "+ done:\n"
         "+    return opt_zapping ? SECOND_KIND : THIRD_KIND + this_cpu(zap_depth);\n"
         "+}\n"
-        "+int undefined_helper_call(void) { return really_missing_thing(); }\n"
+        "+TABLE_ENTRY(ZAPPER, 3),\n"
+        "+int undefined_helper_call(void) { return really_missing_thing() + FEAT_ZAPPER; }\n"
         " int x;\n")
     hunks = parse_hunks(diff)
     (tmp_path / "x.c").write_text(
         "#include \"x.h\"\nint x;\nint printk(const char *f, ...);\n#define this_cpu(v) v\n"
-        "#define __initdata\n#define DEFINE_PER_CPU(t, n) t n\n")
+        "#define __initdata\n#define DEFINE_PER_CPU(t, n) t n\n#define TABLE_ENTRY(n, v)\n")
     import subprocess
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
     defined = series_defines(hunks)
     missing = missing_identifiers(hunks, tmp_path, {}, defined)
     assert set(missing) == {"really_missing_thing"}, missing
-    assert missing["really_missing_thing"] == ["x.c:20"]
+    assert missing["really_missing_thing"] == ["x.c:21"]
 
 
 def test_non_source_files_give_no_prerequisites(tmp_path: Path):

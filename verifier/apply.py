@@ -351,6 +351,7 @@ COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\
                         re.DOTALL)
 IDENT_RE = re.compile(r"\b[A-Za-z_]\w*\b")
 SOURCE_SUFFIXES = (".c", ".h")  # where an identifier means a C symbol
+PASTED = "#pasted:"  # marks, in series_defines(), a name a macro may paste into others
 # Words that begin a statement, not a declaration ("return rc;" declares nothing).
 _NOT_TYPES = frozenset("return goto case else do sizeof typeof if while for switch".split())
 _DECL_RE = re.compile(
@@ -417,6 +418,9 @@ def series_defines(hunks: Iterable[DiffHunk]) -> set[str]:
             if m:
                 args = IDENT_RE.findall(m.group(1))
                 out.update(args[-1:])
+            m = re.match(r"^\s*[A-Z][A-Z0-9_]*\(\s*([A-Za-z_]\w*)\s*,", c)
+            if m:  # a table macro naming a new entry: "XEN_CPUFEATURE(SC_DIV, ...)"
+                out.add(f"{PASTED}{m.group(1)}")
             if not c[:1].isspace():
                 # A definition or prototype at file level: its name and its parameters.
                 m = re.match(r"^[A-Za-z_][\w\s\*]*?\b([A-Za-z_]\w*)\s*\(", c)
@@ -486,7 +490,11 @@ def missing_identifiers(
     nowhere in the worktree -> where the patch uses each."""
     moved = moved or {}
     uses = used_identifiers(hunks)
-    candidates = set(uses) - (series_defines(hunks) if defined is None else defined)
+    defined = series_defines(hunks) if defined is None else defined
+    # A table macro's entry may be used under a pasted name (X86_FEATURE_SC_DIV).
+    pasted = {d[len(PASTED):] for d in defined if d.startswith(PASTED)}
+    candidates = {u for u in uses if u not in defined
+                  and not any(u == p or u.endswith(f"_{p}") for p in pasted)}
     # Most are in the files the patch touches: rule those out without searching the tree.
     for f in {moved.get(h.file, h.file) for h in hunks}:
         with contextlib.suppress(OSError):

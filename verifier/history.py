@@ -64,6 +64,7 @@ class Entry:
     sha: str
     subject: str
     body: str
+    files: frozenset[str] = frozenset()  # what it changes among the paths searched
 
 
 def upstreams_of(body: str) -> tuple[str, ...]:
@@ -93,31 +94,44 @@ def log_entries(g: Git, rev: str, paths: Iterable[str], depth: int = HISTORY_DEP
     """Commits reachable from ``rev`` (a commit or a range) touching ``paths``, newest first."""
     key = (str(g.cwd), rev, str(depth), *paths)
     if key not in _LOG_CACHE:
-        r = g.run("log", f"-n{depth}", "--format=%x01%H%x00%s%x00%b", rev, "--", *paths)
+        r = g.run("log", f"-n{depth}", "--format=%x01%H%x00%s%x00%b%x00", "--name-only",
+                  "--no-renames", rev, "--", *paths)
         entries = []
         for rec in r.stdout.split("\x01")[1:] if r.returncode == 0 else []:
             parts = rec.split("\x00")
-            if len(parts) == 3:
-                entries.append(Entry(parts[0].strip(), parts[1], parts[2]))
+            if len(parts) == 4:
+                entries.append(Entry(parts[0].strip(), parts[1], parts[2],
+                                     frozenset(parts[3].split())))
         _LOG_CACHE[key] = entries
     return _LOG_CACHE[key]
 
 
-def patch_ids(g: Git, rev: str, paths: Iterable[str], depth: int) -> dict[str, str]:
-    """sha -> patch-id of its diff limited to ``paths`` (a commit holding the patch among
-    other changes, as a squashed backport does, still matches)."""
-    key = (str(g.cwd), rev, str(depth), *paths)
+def patch_ids(g: Git, rev: str, paths: Iterable[str], depth: int,
+              files: frozenset[str]) -> dict[str, str]:
+    """sha -> patch-id of its diff limited to ``paths``, for the commits changing exactly
+    ``files`` there (only those can match; a commit holding the patch among other
+    changes, as a squashed backport does, still matches)."""
+    paths = list(paths)
+    key = (str(g.cwd), rev, str(depth), *sorted(files), "--", *paths)
     if key not in _PID_CACHE:
-        log = subprocess.Popen(
-            ["git", "log", f"-n{depth}", "-p", "--no-color", "--no-renames", "--format=commit %H",
-             rev, "--", *paths], cwd=g.cwd, stdout=subprocess.PIPE,
-            env={**os.environ, **GIT_ENV, "LC_ALL": "C"})
-        pid = subprocess.run(["git", "patch-id", "--stable"], cwd=g.cwd, stdin=log.stdout,
-                             capture_output=True, text=True, errors="replace")
-        log.wait()
-        fields = pid.stdout.split()
-        _PID_CACHE[key] = dict(zip(fields[1::2], fields[0::2], strict=False))
+        shas = [e.sha for e in log_entries(g, rev, paths, depth) if e.files == files]
+        ids: dict[str, str] = {}
+        for i in range(0, len(shas), 200):
+            show = g.run("show", "--format=commit %H", "-p", "--no-color", "--no-renames",
+                         *shas[i:i + 200], "--", *paths)
+            fields = g.run("patch-id", "--stable", input=show.stdout).stdout.split()
+            ids.update(zip(fields[1::2], fields[0::2], strict=False))
+        _PID_CACHE[key] = ids
     return _PID_CACHE[key]
+
+
+def diff_files(diff: str) -> frozenset[str]:
+    """The files a diff changes (both names of a rename)."""
+    names = set()
+    for m in re.finditer(r"^(?:---|\+\+\+) (?:[ab]/)?(\S+)", diff, re.MULTILINE):
+        if m.group(1) != "/dev/null":
+            names.add(m.group(1))
+    return frozenset(names)
 
 
 def patch_id(g: Git, diff: str) -> str | None:
@@ -150,7 +164,7 @@ def equivalent_commit(g: Git, ref_commit: str, paths: list[str], diff: str,
                              upstream_commit=hit)
     pid = patch_id(g, diff)
     if pid:
-        ids = patch_ids(g, ref_commit, paths, PATCH_ID_DEPTH)
+        ids = patch_ids(g, ref_commit, paths, PATCH_ID_DEPTH, diff_files(diff))
         for e in entries[:PATCH_ID_DEPTH]:
             if ids.get(e.sha) == pid:
                 return Match(how="patch-id", commit=e.sha, subject=e.subject,
@@ -190,9 +204,11 @@ def revert_after(g: Git, match: Match, ref_commit: str, paths: list[str], own: t
     later = list(reversed(log_entries(g, rng, paths, HISTORY_DEPTH)))  # oldest first
     if not later:
         return match
-    reverse_pid = patch_id(g, g.out("diff", "--no-color", "--no-renames", match.commit,
-                                    f"{match.commit}^", "--", *paths))
-    ids = patch_ids(g, rng, paths, HISTORY_DEPTH)
+    reverse = g.out("diff", "--no-color", "--no-renames", match.commit, f"{match.commit}^",
+                    "--", *paths)
+    reverse_pid = patch_id(g, reverse)
+    # Only a commit changing the same files can be the reverse, or the patch again.
+    ids = patch_ids(g, rng, paths, HISTORY_DEPTH, diff_files(reverse))
     applied = [match.commit, *([match.upstream_commit] if match.upstream_commit else []), *own]
     subjects = [subject_key(match.subject or "")]
     reverted: Entry | None = None

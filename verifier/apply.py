@@ -306,23 +306,15 @@ def _checked(hist: history.Git, m: Match, ref_commit: str, paths: list[str],
     return _History(None, m) if m.reverted_by else _History(m, None)
 
 
-def _hunk_diff(h: DiffHunk, target: str) -> str:
-    old = f"a/{target}" if h.old_file else "/dev/null"
-    body = "".join(f"{k}{t}\n" for k, t in h.lines)
-    return f"--- {old}\n+++ b/{target}\n{h.header}\n{body}"
-
-
-def _left_out(g: _Git, hunks: list[DiffHunk], moved: dict[str, str], scratch: Path
+def _left_out(g: _Git, hunks: list[DiffHunk], moved: dict[str, str], diff_file: Path
               ) -> tuple[str, ...]:
-    """Hunks whose change is not on the ref: each still applies there by itself."""
-    out = []
-    for h in hunks:
-        target = moved.get(h.file, h.file)
-        f = scratch / "hunk.diff"
-        f.write_text(_hunk_diff(h, target))
-        if g.run("apply", "--check", str(f)).returncode == 0:
-            out.append(f"{target} #{h.index} {h.header}")
-    return tuple(out)
+    """Hunks whose change is not on the ref: those that still apply there (one
+    ``git apply --reject`` pass, undone at once)."""
+    rej = _git_apply(g, diff_file, "--reject")
+    hr = _hunk_results(hunks, rej.stdout + rej.stderr, moved, rejected_ok=False)
+    reset_worktree(g.cwd)
+    return tuple(f"{h.target_file or h.file} #{h.index} {h.header}" for h in hr
+                 if h.status in ("ok", "offset"))
 
 
 def _named(m: Match) -> str:
@@ -615,7 +607,8 @@ def apply_patch(
     m = hist_found.match
     strong = m is not None and m.how in STRONG
     if m is not None and (strong or fwd.returncode) and not (rev and rev.returncode == 0):
-        m = replace(m, left_out=_left_out(g, hunks, moved, scratch))
+        if m.how != "commit":  # the commit itself left nothing out
+            m = replace(m, left_out=_left_out(g, hunks, moved, diff_file))
         how = ("already applied: its commit is on the ref" if m.how == "commit"
                else "already applied in another form")
         note = _partial_note(m, len(hunks))

@@ -107,6 +107,85 @@ PREREQUISITES = [
 ]
 
 
+# More backports whose diff is the master diff (same patch-id): on the backport's parent
+# the master fix applies as the branch applied it, so it needs nothing the branch lacks.
+# A sweep for false prerequisites: (master fix, branch, backport).
+SAME_DIFF = [
+    ("ef101f525173", "stable-4.17", "229e8a72ee4c"),  # xen/cmdline: fix printf format spe
+    ("292f68fb7719", "stable-4.17", "c35a2dcd3892"),  # x86/spec-ctrl: Rework ibpb_calcula
+    ("b5926c6ecf05", "stable-4.17", "9ac2f49f5fa3"),  # x86/spec-ctrl: Mitigate the Zen1 D
+    ("b35b22acb887", "stable-4.17", "6ecb20151e7f"),  # x86/microcode: Add missing unlock
+    ("813da5f0e73b", "stable-4.17", "d0cdd34dd815"),  # x86/ioapic: sanitize IO-APIC pins
+    ("e2d8a6522516", "stable-4.17", "70ad9c5fdeac"),  # x86/cpu-policy: Fix visibility of
+    ("d104a07524ff", "stable-4.17", "a14a7b92af45"),  # xen/sched: set all sched_resource
+    ("b1f11273d5a7", "stable-4.17", "f6a3e93b3788"),  # x86/vmx: Don"t spuriously crash th
+    ("303d3ff85c90", "stable-4.17", "d663711c0588"),  # bunzip2: fix rare decompression fa
+    ("fbcec32d6d3e", "stable-4.17", "32c3403e4c1c"),  # x86/mem_sharing: Release domain if
+    ("d51b2f5ea191", "stable-4.17", "6c4e415656d6"),  # x86/altcall: fix clang code-gen wh
+    ("c03515190268", "stable-4.17", "6384cdf0c340"),  # x86: Clarify that only 5 hypercall
+    ("f77ef3443542", "stable-4.18", "8fc76b187c85"),  # x86/idle: Remove MFENCEs for CLFLU
+    ("bbaea9878bf6", "stable-4.18", "562af755b1e0"),  # x86/pv: fix MMUEXT_FLUSH_CACHE to
+    ("d3709d1324aa", "stable-4.18", "35489e3aaa05"),  # x86emul: VCVT{,U}DQ2PD ignores emb
+    ("87f37449d586", "stable-4.18", "fcb1016bbd47"),  # x86/i8259: do not assume interrupt
+    ("1212af3e8c4d", "stable-4.18", "b06cf0701adf"),  # x86/PV: avoid indirect call for I/
+    ("131892e0dcc1", "stable-4.18", "5c4aacab1784"),  # x86/boot: Support the watchdog on
+    ("a30d438ce58b", "stable-4.18", "4c894c519db6"),  # x86emul: correct #UD check for AVX
+    ("23792cc0f22c", "stable-4.18", "48eb9e91990b"),  # xen/sched: fix sched_move_domain()
+    ("5776a2e9db01", "stable-4.18", "aba830fc0d20"),  # x86/viridian: avoid NULL pointer d
+    ("6e5fed7cb67c", "stable-4.18", "190ef8c03b4a"),  # x86/mkelf32: account for offset wh
+    ("7aba44bdd78a", "stable-4.18", "efc71abfe609"),  # x86/HVM: drop stdvga"s "sr[]" stru
+    ("4d8acc9c1cf1", "stable-4.18", "77d95386a783"),  # xen/events: fix race with set_glob
+    ("161e8f61b5b0", "stable-4.19", "a9c8547cc8d8"),  # xen/arm: Mitigate TLBI errata on v
+    ("7db4509d8024", "stable-4.19", "fad76f0d20e0"),  # flask: fix gcov build with gcc14+
+    ("6fa6b7feaafd", "stable-4.19", "a0d6b75b832d"),  # x86emul: set (fake) operand size f
+    ("b740a9369e81", "stable-4.19", "92667bef147c"),  # x86/HVM: drop stdvga"s "stdvga" st
+    ("433ed7d4f8ed", "stable-4.19", "0dc80063166d"),  # x86/mwait-idle: Add Meteorlake sup
+    ("5ebd4dd14118", "stable-4.19", "0e0bcd9a02ec"),  # x86/S3: restore MCE (APs) init
+    ("645b8d48c78f", "stable-4.19", "4df28706ad87"),  # x86emul: correct put_fpu()"s segme
+    ("718400a54dcf", "stable-4.19", "251a9496485a"),  # xen/x86: prevent addition of .note
+    ("c0db07031a41", "stable-4.19", "556ca37970cd"),  # x86/thunk: (Mis)align the RETs in
+    ("633ee8b2df96", "stable-4.19", "8321aa3db828"),  # x86/pv: Rename pv.iobmp_limit to i
+    ("532988dccc19", "stable-4.19", "01b8bc41e8fd"),  # x86/mcheck: fix mca_allbanks updat
+    ("18053054b758", "stable-4.19", "41d38d270e18"),  # x86/HVM: reduce recursion in linea
+    ("14fd9b5642cd", "stable-4.20", "f14c523da1ee"),  # x86/emul: Emulate %cr8 accesses
+    ("cc64c245023c", "stable-4.20", "d8d23d168823"),  # x86/viridian: Enforce bounds check
+    ("a934a600c454", "stable-4.20", "45d18b05c09b"),  # x86/pv: Don"t assume that INT $imm
+    ("96dfeb41774a", "stable-4.20", "35e4a6ae4d54"),  # gnttab: cope with version changes
+    ("8ef32772b548", "stable-4.20", "0761895527fe"),  # x86/HPET: use single, global, low-
+    ("c7b742985499", "stable-4.20", "8a44c61b2d4b"),  # x86/boot: don"t blindly mark VGA i
+    ("c0e548d9206b", "stable-4.20", "2abb8d0fbf93"),  # xen/gnttab: Fix TOCTOU race in gnt
+    ("fc302866f42f", "stable-4.20", "da36efa8521a"),  # x86/xlat: fix UB pointer arithmeti
+    ("2f36bef3d847", "stable-4.20", "fd64f59cc74e"),  # cpufreq: Avoid potential buffer ov
+    ("f2927d8343ae", "stable-4.20", "4072b0b24c82"),  # xen/arinc653: fix delay in the sta
+    ("0315d1032151", "stable-4.20", "d84ac74f8bc5"),  # xen/arm: Add C1-Premium definition
+    ("2379ca04feab", "stable-4.20", "95c476191fbb"),  # xen/domain: Disallow XENMEM_claim_
+    ("e4424b9a6356", "stable-4.21", "f593155e7c73"),  # xen: arm: fix len type for guest c
+    ("74f984159f00", "stable-4.21", "39c90c8deebf"),  # PCI: handle PCI->PCIe bridges as w
+    ("b068cafc737d", "stable-4.21", "e39831f5906f"),  # xen/mm: reject XENMEM_claim_pages
+    ("2a0ee29f5e64", "stable-4.21", "d174a86aaf3f"),  # arinc653: overwrite entire .dom_ha
+    ("be18ad502e5d", "stable-4.21", "60fc5ccb810d"),  # libfdt: fix UBSAN null pointer in
+    ("4a93d1fb4f7f", "stable-4.21", "fcccf99e5e35"),  # domctl: handle XEN_DOMCTL_set_targ
+    ("ccde3773c176", "stable-4.21", "f53ec9edb64c"),  # xen/arm: fix sparse cpu_possible_m
+    ("cd0413bfacf2", "stable-4.21", "032d39ff0e9d"),  # x86/cpu: identify uninitialized CP
+    ("5cd1ac15756e", "stable-4.21", "81e71ef34f15"),  # x86/amd: Stop updating the Zenblee
+    ("8a9255405ca6", "stable-4.21", "d2a641355022"),  # x86/domain: adjust limitation on s
+    ("ed39935f50b9", "stable-4.21", "7aa8647037d1"),  # ppc/irq: introduce a dummy irq_to_
+    ("2c9829a2611e", "stable-4.21", "5597c9c56462"),  # x86/kexec: Check for a good per-cp
+    ("751e371c913c", "stable-4.22", "0a58e3a70e7d"),  # sysctl/XSM: drop .scheduler_op() h
+    ("4ef45cbe3142", "stable-4.22", "7285f1d94088"),  # platform-op/XSM: move resource-{,u
+    ("0e9d647aca8a", "stable-4.22", "ca00e870e357"),  # xen/evtchn: fix race between FIFO
+    ("0501e1dc0477", "stable-4.22", "525221a02ca4"),  # sysctl/XSM: drop .resource_{,un}pl
+    ("52350da92619", "stable-4.22", "f755242d6083"),  # x86/vrtc: fix race in CMOS index c
+    ("4b249cba4b25", "stable-4.22", "ac31d94a08fa"),  # sysctl/XSM: drop .readconsole() ho
+    ("96dfeb41774a", "stable-4.22", "f8fa2b21f84c"),  # gnttab: cope with version changes
+    ("f795a9c491a7", "stable-4.22", "c8e99384ac8e"),  # xen/arm: Reject pseudo-domain fore
+    ("f2cac32029e6", "stable-4.22", "bd630bbdd4ff"),  # x86: SHADOW_PAGING is deprecated
+    ("2afa6fea9d9e", "stable-4.22", "14a99bce7464"),  # vNUMA: close race window in domain
+    ("3179bf29311f", "stable-4.22", "69a59f438901"),  # sysctl/Flask: add preliminary chec
+    ("61b0a59ce26d", "stable-4.22", "52239dd76f77"),  # gnttab: check values against activ
+]
+
+
 def _runs() -> list[tuple[str, str, str, str | None]]:
     """(fix, ref, expected, commit): the commit the result must name, if any."""
     out: list[tuple[str, str, str, str | None]] = []
@@ -119,6 +198,7 @@ def _runs() -> list[tuple[str, str, str, str | None]]:
         else:
             out.append((fix, branch, "already-applied", backport))
     out += [(fix, ref, "missing-prerequisite", intro) for fix, ref, intro in PREREQUISITES]
+    out += [(fix, f"{backport}^", "applies", None) for fix, _, backport in SAME_DIFF]
     # A master revert backported: the ancient fix itself is on the branch, then reverted.
     out.append(("ffbbfda37782", "8be85d8c0d^", "already-applied", "ffbbfda37782"))
     out.append(("ffbbfda37782", "stable-4.17", "reverted", "8be85d8c0d"))

@@ -1,10 +1,10 @@
 """Apply a patch series to a checked-out ref with git, and say exactly how it went.
 
 Order of questions, per patch of the series:
-  1. what does the ref's history say (verifier/history.py): the patch's own commit, a
-     backport marker naming it or its patch-id on the ref decides ``already-applied``
-     (naming the hunks a partial backport left out), unless a later commit reverted it;
-     a subject match decides only where the patch does not apply as it is;
+  1. what does the ref's history say (verifier/history.py): the patch's own commit or a
+     backport marker naming it decides ``already-applied`` (naming the hunks a partial
+     backport left out), unless a later commit reverted it; a patch-id or subject match
+     decides where the patch does not apply as it is (before any 3-way merge);
   2. does it reverse-apply (the change is already there, verbatim)?
   3. does it apply as it is (``git apply``: clean, or hunks at an offset), or with a
      3-way merge (needs the ``index`` blobs in the repository)?
@@ -566,7 +566,10 @@ def _git_apply(g: _Git, diff_file: Path, *flags: str) -> subprocess.CompletedPro
     return g.run("apply", "--verbose", *flags, str(diff_file))
 
 
-STRONG = ("commit", "backport-marker", "patch-id")  # history that decides on its own
+# History that decides even where the patch applies as it is. A patch-id or a subject
+# match does not: two changes alike in text (the same one-line case added to two
+# functions) share a patch-id, and where the patch applies its change is not there.
+STRONG = ("commit", "backport-marker")
 
 
 def apply_patch(

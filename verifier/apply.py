@@ -280,7 +280,7 @@ class _History:
 
 def _history(patch: Patch, diff: str, hist: history.Git, ref_commit: str, paths: list[str],
              base: str | None) -> _History:
-    own = history._own_commits(patch.meta.commit, patch.message)
+    own = history.own_commits(patch.meta.commit, patch.message)
     # The patch's own commit on the ref is the plainest answer.
     for sha in own:
         r = hist.run("merge-base", "--is-ancestor", sha, ref_commit)

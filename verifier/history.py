@@ -139,7 +139,7 @@ def patch_id(g: Git, diff: str) -> str | None:
     return fields[0] if fields else None
 
 
-def _own_commits(commit: str | None, message: str) -> tuple[str, ...]:
+def own_commits(commit: str | None, message: str) -> tuple[str, ...]:
     """The commits a patch is: the commit it was taken from, and every upstream it names."""
     own = [commit.lower()] if commit else []
     own += [u for u in upstreams_of(message) if u not in own]
@@ -151,7 +151,7 @@ def equivalent_commit(g: Git, ref_commit: str, paths: list[str], diff: str,
     """The newest commit on the ref that is this change: itself or a backport marker naming
     it, then patch-id, then subject. Reverts after it are :func:`revert_after`'s business."""
     entries = log_entries(g, ref_commit, paths)
-    own = _own_commits(commit, message)
+    own = own_commits(commit, message)
     if own:
         for e in entries:
             if any(_same(e.sha, o) for o in own):

@@ -115,15 +115,12 @@ def test_lines_present_rejects_an_unpatched_tree(toy):
     assert lines_present(hunks, tree, {}) is None
 
 
-def test_missing_prerequisite_names_symbol_and_introducing_commit(toy):
-    repo = toy[0]
+def test_identifier_only_in_context_is_no_prerequisite(toy):
+    """"old" lacks frob_widget, which the patch names only in a context line: that is a
+    conflict (the hunk cannot apply), not a prerequisite (tests/test_triage.py has those)."""
     result, _ = _apply(toy, "old")
-    assert result.status is ApplyStatus.MISSING_PREREQUISITE, result.detail
-    syms = {p.symbol: p for p in result.prerequisites}
-    assert set(syms) == {"frob_widget"}
-    intro = toyrepo.git(repo, "rev-parse", "written-on")
-    assert syms["frob_widget"].introduced_by == intro
-    assert syms["frob_widget"].introduced_subject == "hv: add frob_widget"
+    assert result.status is ApplyStatus.CONFLICT, result.detail
+    assert result.prerequisites == ()
 
 
 def test_series_applies_in_order(toy, tmp_path):

@@ -174,7 +174,7 @@ def test_json_round_trips_with_every_documented_key() -> None:
                           "notes", "limits"}
         assert set(r["apply"]) == {"status", "detail", "hunks", "matches", "prerequisites",
                                    "moved_files", "patches", "written_against",
-                                   "base_matches", "patched_commit"}
+                                   "base_matches", "patched_commit", "reverted"}
         for c in r["checks"]:
             assert set(c) == {"pack", "id", "title", "base", "patched", "change", "detail",
                               "evidence", "findings"}

@@ -11,7 +11,7 @@ The patch under test (``PATCH``) changes ``hv/mm.c``'s ``fill_slot`` and uses
 - ``reworded``: same diff under another subject, context moved  -> already-applied (patch-id)
 - ``backport``: a reworked form under the same subject, with a
   ``master commit:`` line naming ``upstream`` (the patch on master) -> already-applied
-- ``old``: forked before ``frob_widget`` existed               -> missing-prerequisite
+- ``old``: forked before ``frob_widget`` existed (named in context only) -> conflict
 """
 
 from __future__ import annotations
@@ -166,3 +166,157 @@ def build(root: Path) -> tuple[Path, Path]:
     branch_from("backport", "written-on", {"hv/mm.c": backported},
                 f"{SUBJECT}\n\nmaster commit: {upstream}\nmaster date: 2016-01-12 10:00:00 +0000")
     return repo, patch
+
+
+# --------------------------------------------------------------------------- backport triage
+#
+# A second repository for the history questions: a fix on master that calls a helper
+# master added just before it, and one branch per shape a stable branch gives it.
+
+TRIAGE_CORE_C = """\
+#include "core.h"
+
+static int table[16];
+
+int first_slot(int idx)
+{
+    int v = table[idx];
+
+    v = v + 1;
+    table[idx] = v;
+    log_slot(idx);
+    return v;
+}
+
+int spare_one(void)
+{
+    return 0;
+}
+
+int spare_two(void)
+{
+    return 1;
+}
+
+int next_slot(int idx)
+{
+    int v = table[idx];
+
+    table[idx] = v * 2;
+    log_slot(idx);
+    return v;
+}
+"""
+
+TRIAGE_HELPER = """
+int widget_ready(int idx)
+{
+    return idx < 16;
+}
+"""
+
+# The fix: two hunks, one per function. It calls widget_ready() (the prerequisite) and
+# uses what it defines itself (a macro, a local, a label), a string and a comment.
+TRIAGE_FIX_FIRST = ("    v = v + 1;\n", "    v = v + 1;\n    if ( v > WIDGET_MAX )\n"
+                    "        v = WIDGET_MAX; /* clamp_everything_beyond */\n")
+TRIAGE_FIX_NEXT = ("    table[idx] = v * 2;\n",
+                   "    int ready = widget_ready(idx);\n\n    if ( !ready )\n        goto out;\n"
+                   "    table[idx] = v * 2;\n    printk(\"zorblax %d\\n\", ready);\n out:\n")
+TRIAGE_FIX_SUBJECT = "hv/core: clamp and check slots"
+TRIAGE_SECOND_SUBJECT = "hv/core: note spare slots"
+
+
+def _triage_fixed(text: str) -> str:
+    text = text.replace(*TRIAGE_FIX_FIRST).replace(*TRIAGE_FIX_NEXT)
+    return text.replace('#include "core.h"\n', '#include "core.h"\n\n#define WIDGET_MAX 15\n')
+
+
+def build_triage(root: Path) -> tuple[Path, dict[str, str]]:
+    """The triage repository under ``root``; returns (repo, {name: sha}).
+
+    Branches (all but ``master`` fork from ``base``, before the helper existed):
+
+    - ``lacks``: the fix applies as text but calls a helper the branch lacks
+                                             -> missing-prerequisite, naming ``helper``
+    - ``with-helper``: the helper backported   -> clean (and nothing falsely missing)
+    - ``adjusted``: the fix backported in another form with a ``master commit:`` line;
+      a 3-way merge would add its first hunk a second time  -> already-applied (marker)
+    - ``partial``: only the fix's second hunk backported  -> already-applied, partial
+    - ``reverted``: cherry-picked, then reverted ("This reverts commit")  -> clean, reverted
+    - ``undone``: cherry-picked, then undone by a commit whose diff is its reverse
+                                             -> clean, reverted (patch-id)
+    - ``reapplied``: ``reverted``, then picked again  -> already-applied
+    - ``squashed``: another fix and this one in one commit, two ``master commit:`` lines,
+      this one adjusted                      -> already-applied, naming the squash
+    """
+    repo = root / "triage"
+    repo.mkdir(parents=True)
+    git(repo, "init", "-q", "-b", "master")
+    shas: dict[str, str] = {}
+    _write(repo, "hv/core.c", TRIAGE_CORE_C)
+    _write(repo, "hv/core.h", "void log_slot(int idx);\n")
+    shas["base"] = _commit(repo, "hv: initial import")
+    git(repo, "branch", "base")
+    helper_c = TRIAGE_CORE_C + TRIAGE_HELPER
+    helper_h = "void log_slot(int idx);\nint widget_ready(int idx);\n"
+    _write(repo, "hv/core.c", helper_c)
+    _write(repo, "hv/core.h", helper_h)
+    shas["helper"] = _commit(repo, "hv/core: add widget_ready()")
+    _write(repo, "hv/core.c", _triage_fixed(helper_c))
+    shas["fix"] = _commit(repo, f"{TRIAGE_FIX_SUBJECT}\n\nSlots beyond the widget are bogus.")
+    second = _triage_fixed(helper_c).replace("int spare_one(void)\n{\n",
+                                             "int spare_one(void)\n{\n    /* spare */\n")
+    _write(repo, "hv/core.c", second)
+    shas["second"] = _commit(repo, TRIAGE_SECOND_SUBJECT)
+
+    def branch(name: str, start: str) -> None:
+        git(repo, "checkout", "-q", "-b", name, start)
+
+    def marker(sha: str) -> str:
+        return f"master commit: {sha}\nmaster date: 2016-01-12 10:00:00 +0000\n"
+
+    branch("lacks", "base")
+    _write(repo, "NOTES", "stable notes\n")
+    shas["lacks"] = _commit(repo, "stable: notes")
+    branch("with-helper", "lacks")
+    _write(repo, "hv/core.c", helper_c)
+    _write(repo, "hv/core.h", helper_h)
+    shas["with-helper"] = _commit(repo, f"hv/core: add widget_ready()\n\n{marker(shas['helper'])}")
+
+    # Adjusted: the clamp placed after the store, away from where the fix puts it.
+    adjusted = _triage_fixed(helper_c).replace(
+        "    if ( v > WIDGET_MAX )\n        v = WIDGET_MAX; /* clamp_everything_beyond */\n", ""
+    ).replace("    log_slot(idx);\n    return v;\n}\n\nint spare_one",
+              "    log_slot(idx);\n    if ( v > WIDGET_MAX )\n        v = WIDGET_MAX;\n"
+              "    return v;\n}\n\nint spare_one")
+    branch("adjusted", "with-helper")
+    _write(repo, "hv/core.c", adjusted)
+    shas["adjusted"] = _commit(repo, f"{TRIAGE_FIX_SUBJECT}\n\n{marker(shas['fix'])}")
+
+    branch("partial", "with-helper")
+    _write(repo, "hv/core.c", helper_c.replace(*TRIAGE_FIX_NEXT))
+    shas["partial"] = _commit(repo, f"hv/core: check slots\n\n{marker(shas['fix'])}")
+
+    branch("reverted", "with-helper")
+    git(repo, "cherry-pick", "-x", shas["fix"])
+    shas["picked"] = git(repo, "rev-parse", "HEAD")
+    git(repo, "revert", "--no-edit", "HEAD")
+    shas["revert"] = git(repo, "rev-parse", "HEAD")
+
+    branch("reapplied", "reverted")
+    git(repo, "cherry-pick", "-x", shas["fix"])
+    shas["reapplied"] = git(repo, "rev-parse", "HEAD")
+
+    branch("undone", "with-helper")
+    git(repo, "cherry-pick", "-x", shas["fix"])
+    shas["picked-undone"] = git(repo, "rev-parse", "HEAD")
+    _write(repo, "hv/core.c", helper_c)
+    shas["undo"] = _commit(repo, "hv/core: go back to the old slot handling")
+
+    branch("squashed", "with-helper")
+    _write(repo, "hv/core.c", second.replace("v = WIDGET_MAX; /* clamp_everything_beyond */",
+                                             "v = WIDGET_MAX; /* clamp */"))
+    shas["squashed"] = _commit(repo, f"{TRIAGE_SECOND_SUBJECT}\n\n{marker(shas['second'])}\n"
+                                     f"{TRIAGE_FIX_SUBJECT}\n\n{marker(shas['fix'])}")
+    git(repo, "checkout", "-q", "master")
+    return repo, shas

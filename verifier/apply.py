@@ -1,12 +1,16 @@
 """Apply a patch series to a checked-out ref with git, and say exactly how it went.
 
 Order of questions, per patch of the series:
-  1. does it apply as it is (``git apply``: clean, or hunks at an offset)?
+  1. what does the ref's history say (verifier/history.py): the patch's own commit or a
+     backport marker naming it decides ``already-applied`` (naming the hunks a partial
+     backport left out), unless a later commit reverted it; a patch-id or subject match
+     decides where the patch does not apply as it is (before any 3-way merge);
   2. does it reverse-apply (the change is already there, verbatim)?
-  3. does it apply with a 3-way merge (needs the ``index`` blobs in the repository)?
-  4. if not: is an equivalent change already on the ref (backport markers, patch-id,
-     subject; without history, its added lines present in the files)?
-  5. does it use identifiers the ref does not have (missing prerequisite)?
+  3. does it apply as it is (``git apply``: clean, or hunks at an offset), or with a
+     3-way merge (needs the ``index`` blobs in the repository)?
+  4. without history: are its distinctive added lines already in the files?
+  5. whatever the answer to 3, do its added lines use identifiers the ref lacks (missing
+     prerequisite, with the commit that introduced each)?
   6. otherwise it conflicts: name the files and hunks that fail, and where.
 """
 
@@ -20,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from verifier import history
 from verifier.model import (
     ApplyResult,
     ApplyStatus,
@@ -32,14 +37,13 @@ from verifier.model import (
     TreeSource,
 )
 from verifier.patch import DiffHunk, parse_hunks, printable, special_files
-from verifier.tree import GIT_ENV, commit_worktree, mainline, reset_worktree
+from verifier.tree import commit_worktree, mainline, reset_worktree
 
 # Fraction of a patch's distinctive added lines that must be found in the tree to call
 # it present. Measured on the seed: trees with the fix in its committed (v2) form score
 # 0.58-0.97, trees without it 0.08 (see tests/test_apply.py and the README).
 PRESENT_THRESHOLD = 0.5
 MIN_DISTINCT_LEN = 12  # shorter added lines ("rc = 0;", "return rc;") prove nothing
-HISTORY_DEPTH = 3000  # commits per ref searched for an equivalent change
 MAX_PREREQ_SEARCH = 12  # identifiers whose introducing commit is looked up
 
 # Known relocations in the Xen tree, tried before a search by file name.
@@ -59,30 +63,7 @@ undef pragma line error
 Progress = Callable[[str], None]
 
 
-@dataclass
-class _Git:
-    """Minimal runner: git's exit status matters here, so no exceptions on failure."""
-
-    cwd: Path
-
-    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["git", *args], cwd=self.cwd, input=input, capture_output=True, text=True,
-            env={**_base_env(), **GIT_ENV}, errors="replace",
-        )
-
-    def out(self, *args: str) -> str:
-        return self.run(*args).stdout
-
-
-def _base_env() -> dict[str, str]:
-    import os
-
-    env = dict(os.environ)
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    env["LC_ALL"] = "C"  # git's messages are parsed below
-    return env
+_Git = history.Git
 
 
 # --------------------------------------------------------------------------- output parsing
@@ -291,156 +272,306 @@ def _ranges(lines: Iterable[int], gap: int = 8) -> list[str]:
     return [f"{a}-{b}" if a != b else f"{a}" for a, b in out]
 
 
-MARKER_RE = re.compile(
-    r"^(?:master commit|upstream commit|commit):?\s*([0-9a-f]{7,40})\b|"
-    r"\(cherry picked from commit ([0-9a-f]{7,40})\)", re.IGNORECASE | re.MULTILINE)
+# --------------------------------------------------------------------------- history
 
 
-def _upstream_of(body: str) -> str | None:
-    m = MARKER_RE.search(body)
-    return (m.group(1) or m.group(2)) if m else None
-
-
-def _subject_key(s: str) -> str:
-    return _norm(re.sub(r"^(?:\[[^\]]*\]\s*)+", "", s)).lower()
-
-
-def equivalent_commit(patch: Patch, g: _Git, commit: str, paths: list[str]) -> Match | None:
-    """A commit on the ref that is this change: backport marker, patch-id, then subject."""
-    log = g.run("log", f"-n{HISTORY_DEPTH}", "--format=%H%x00%s%x00%b%x01", commit, "--", *paths)
-    if log.returncode:
-        return None
-    entries = []
-    for rec in log.stdout.split("\x01"):
-        parts = rec.strip("\n").split("\x00")
-        if len(parts) == 3:
-            entries.append((parts[0].strip(), parts[1], parts[2]))
-    own = patch.meta.commit or _upstream_of(patch.message)
-    if own:
-        for sha, subj, body in entries:
-            up = _upstream_of(body)
-            if up and (own.startswith(up) or up.startswith(own)):
-                return Match(how="backport-marker", commit=sha, subject=subj, upstream_commit=up)
-            if sha.startswith(own):
-                return Match(how="commit", commit=sha, subject=subj)
-    pid = _patch_id(g, patch.diff)
-    if pid:
-        shas = [e[0] for e in entries[:500]]
-        if shas:
-            show = g.run("show", "--format=commit %H", "--no-color", *shas)
-            ids = g.run("patch-id", "--stable", input=show.stdout).stdout.split()
-            for p, sha in zip(ids[0::2], ids[1::2], strict=False):
-                if p == pid:
-                    subj, body = next((s, b) for h, s, b in entries if h == sha)
-                    return Match(how="patch-id", commit=sha, subject=subj,
-                                 upstream_commit=_upstream_of(body))
-    key = _subject_key(patch.meta.subject)
-    for sha, subj, body in entries:
-        if _subject_key(subj) == key:
-            return Match(how="subject", commit=sha, subject=subj,
-                         upstream_commit=_upstream_of(body))
+def _patch_base(patch: Patch, hist: history.Git) -> str | None:
+    """The commit the patch was written on: a commit's parent, or its ``base-commit:``."""
+    for rev in ([f"{patch.meta.commit}^"] if patch.meta.commit else []) + (
+            [patch.meta.base_commit] if patch.meta.base_commit else []):
+        r = hist.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        if r.returncode == 0:
+            return r.stdout.strip()
     return None
 
 
-def _patch_id(g: _Git, diff: str) -> str | None:
-    r = g.run("patch-id", "--stable", input=diff)
-    fields = r.stdout.split()
-    return fields[0] if fields else None
+@dataclass
+class _History:
+    """What the ref's history says about this patch (asked once per patch and ref)."""
+
+    match: Match | None  # the newest equivalent commit, not reverted since
+    reverted: Match | None  # one that was, with ``reverted_by``
+
+
+def _history(patch: Patch, diff: str, hist: history.Git, ref_commit: str, paths: list[str],
+             base: str | None) -> _History:
+    own = history.own_commits(patch.meta.commit, patch.message)
+    # The patch's own commit on the ref is the plainest answer.
+    for sha in own:
+        r = hist.run("merge-base", "--is-ancestor", sha, ref_commit)
+        if r.returncode == 0 and (full := hist.out("rev-parse", "--verify", "--quiet",
+                                                  f"{sha}^{{commit}}").strip()):
+            m = Match(how="commit", commit=full,
+                      subject=hist.out("log", "-1", "--format=%s", full).strip())
+            return _checked(hist, m, ref_commit, paths, own, diff)
+    # With a known base, an equivalent commit can only be on the ref's side of the fork:
+    # an older mainline commit with the same subject is another change.
+    fork = history.merge_base(hist, ref_commit, base) if base else None
+    rev = f"{fork}..{ref_commit}" if fork else ref_commit
+    found = history.equivalent_commit(hist, rev, paths, diff, patch.meta.subject,
+                                      patch.meta.commit, patch.message)
+    if found is None:
+        return _History(None, None)
+    return _checked(hist, found, ref_commit, paths, own, diff)
+
+
+def _checked(hist: history.Git, m: Match, ref_commit: str, paths: list[str],
+             own: tuple[str, ...], diff: str) -> _History:
+    m = history.revert_after(hist, m, ref_commit, paths, own, history.patch_id(hist, diff))
+    return _History(None, m) if m.reverted_by else _History(m, None)
+
+
+def _left_out(g: _Git, hunks: list[DiffHunk], moved: dict[str, str], diff_file: Path
+              ) -> tuple[str, ...]:
+    """Hunks whose change is not on the ref: those that still apply there (one
+    ``git apply --reject`` pass, undone at once)."""
+    rej = _git_apply(g, diff_file, "--reject")
+    hr = _hunk_results(hunks, rej.stdout + rej.stderr, moved, rejected_ok=False)
+    reset_worktree(g.cwd)
+    return tuple(f"{h.target_file or h.file} #{h.index} {h.header}" for h in hr
+                 if h.status in ("ok", "offset"))
+
+
+def _named(m: Match) -> str:
+    if not m.commit:
+        return ""
+    up = f", upstream {m.upstream_commit[:12]}" if m.upstream_commit else ""
+    return f": {m.commit[:12]} (\"{m.subject}\"{up}) by {m.how.split('; ')[-1]}"
+
+
+def _reverted_note(m: Match) -> str:
+    up = f" (backport of {m.upstream_commit[:12]})" if m.upstream_commit else ""
+    return (f"; not on the ref: {m.commit[:12] if m.commit else '?'} (\"{m.subject}\"){up} "
+            f"was reverted by {(m.reverted_by or '')[:12]} (\"{m.reverted_subject}\")")
+
+
+def _partial_note(m: Match, n_hunks: int) -> str:
+    if not m.left_out:
+        return ""
+    return (f"; a partial backport: {len(m.left_out)} of {n_hunks} hunks left out "
+            f"({', '.join(m.left_out)})")
 
 
 # --------------------------------------------------------------------------- prerequisites
 
-COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\])*\"|'(?:\\.|[^'\\])*'", re.DOTALL)
+COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'",
+                        re.DOTALL)
 IDENT_RE = re.compile(r"\b[A-Za-z_]\w*\b")
+SOURCE_SUFFIXES = (".c", ".h")  # where an identifier means a C symbol
+PASTED = "#pasted:"  # marks, in series_defines(), a name a macro may paste into others
+# Words that begin a statement, not a declaration ("return rc;" declares nothing).
+_NOT_TYPES = frozenset("return goto case else do sizeof typeof if while for switch".split())
+_DECL_RE = re.compile(
+    r"^\s*(?:(?:static|extern|const|volatile|register|inline|unsigned|signed)\s+)*"
+    r"(?:(?:struct|union|enum)\s+)?([A-Za-z_]\w*)"
+    r"((?:\s*\*+\s*|\s+)(?:[A-Za-z_]\w*(?:\s*\*+\s*|\s+))*?\**\s*)"  # attributes, const
+    r"([A-Za-z_]\w*)\s*(?=[;=,\[):]|$)")
 
 
-def _code_identifiers(lines: list[str]) -> set[str]:
-    text = "\n".join(lines)
-    # A hunk may start inside a comment: drop a leading tail of one.
+def _blank(text: str) -> str:
+    """Comments and string/char literals as spaces, newlines kept."""
+    return COMMENT_RE.sub(lambda m: re.sub(r"[^\n]", " ", m.group(0)), text)
+
+
+def _new_side(h: DiffHunk) -> list[tuple[str, int, str]]:
+    """(kind, new-side line number, code with comments/strings blanked) per line."""
+    rows = [(k, t) for k, t in h.lines if k != "-"]
+    text = "\n".join(t for _, t in rows)
+    # A hunk may start inside a comment: drop its tail.
     if "*/" in text and ("/*" not in text or text.index("*/") < text.index("/*")):
-        text = text[text.index("*/") + 2:]
-    text = COMMENT_RE.sub(" ", text)
-    text = re.sub(r"^\s*\*.*$", " ", text, flags=re.MULTILINE)  # comment continuation lines
-    return {t for t in IDENT_RE.findall(text) if t not in C_KEYWORDS and not t[0].isdigit()}
-
-
-def _declared_by_patch(hunks: list[DiffHunk]) -> set[str]:
-    """Identifiers the patch itself declares/defines in added lines (locals, fields, macros)."""
-    out: set[str] = set()
-    decl = re.compile(r"\b[A-Za-z_]\w*[\s*]+([A-Za-z_]\w*)\s*(?:[;=,\[]|\)\s*;)")
-    for h in hunks:
-        for k, t in h.lines:
-            if k != "+":
-                continue
-            t = COMMENT_RE.sub(" ", t)
-            out.update(m.group(1) for m in decl.finditer(t))
-            m = re.match(r"\s*#\s*define\s+([A-Za-z_]\w*)", t)
-            if m:
-                out.add(m.group(1))
+        cut = text.index("*/") + 2
+        text = re.sub(r"[^\n]", " ", text[:cut]) + text[cut:]
+    code = _blank(text).split("\n")
+    out = []
+    for n, ((k, _), c) in enumerate(zip(rows, code, strict=False)):
+        if re.match(r"^\s*\*", c) and not re.match(r"^\s*\*\s*\w+\s*=", c):
+            c = ""  # continuation line of a comment whose opening the hunk does not show
+        out.append((k, h.new_start + n, c))
     return out
 
 
-def missing_identifiers(
-    hunks: list[DiffHunk], tree: Path, moved: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Identifiers the patch relies on that occur nowhere in the tree -> a file using them."""
-    moved = moved or {}
-    uses: dict[str, str] = {}
+def series_defines(hunks: Iterable[DiffHunk]) -> set[str]:
+    """Identifiers the series' added lines define: macros and their parameters, functions
+    and their parameters, variables, fields, labels, tags, enum constants, Kconfig options."""
+    out: set[str] = set()
     for h in hunks:
-        for ident in _code_identifiers([t for _, t in h.lines]):
-            uses.setdefault(ident, h.file)
-    candidates = set(uses) - _declared_by_patch(hunks)
+        rows = _new_side(h)
+        added = [c for k, _, c in rows if k == "+"]
+        if not h.file.endswith(SOURCE_SUFFIXES):
+            for c in added:
+                m = re.match(r"^\s*(?:menu)?config\s+([A-Za-z_]\w*)", c)
+                if m:
+                    out.update({m.group(1), f"CONFIG_{m.group(1)}"})
+            continue
+        for c in added:
+            m = re.match(r"^\s*#\s*define\s+([A-Za-z_]\w*)(\(([^)]*)\))?", c)
+            if m:
+                out.add(m.group(1))
+                out.update(IDENT_RE.findall(m.group(3) or ""))
+                continue
+            for m in re.finditer(r"\b(?:struct|union|enum)\s+([A-Za-z_]\w*)\s*\{", c):
+                out.add(m.group(1))
+            for m in re.finditer(r"\benum\b[^{]*\{([^}]*)", c):  # enum { A, B = 4 }
+                out.update(re.findall(r"(?:^|,)\s*([A-Za-z_]\w*)", m.group(1)))
+            for m in re.finditer(r"\(\s*\*\s*([A-Za-z_]\w*)\s*\)\s*\(", c):
+                out.add(m.group(1))  # function pointer
+            m = re.match(r"^\s*([A-Za-z_]\w*)\s*:(?!:)", c)
+            if m and m.group(1) not in ("default", "public", "private"):
+                out.add(m.group(1))  # label
+            m = re.match(r"^\s*([A-Z_][A-Z0-9_]*)\s*(?:=[^=][^,]*)?,?\s*$", c)
+            if m:
+                out.add(m.group(1))  # enum constant
+            m = re.match(r"^\s*(?:static\s+)?(?:DEFINE|DECLARE)_\w*\((.*)\)", c)
+            if m:
+                args = IDENT_RE.findall(m.group(1))
+                out.update(args[-1:])
+            m = re.match(r"^\s*[A-Z][A-Z0-9_]*\(\s*([A-Za-z_]\w*)\s*,", c)
+            if m:  # a table macro naming a new entry: "XEN_CPUFEATURE(SC_DIV, ...)"
+                out.add(f"{PASTED}{m.group(1)}")
+            if not c[:1].isspace():
+                # A definition or prototype at file level: its name and its parameters.
+                m = re.match(r"^[A-Za-z_][\w\s\*]*?\b([A-Za-z_]\w*)\s*\(", c)
+                if m and m.group(1) not in _NOT_TYPES:
+                    out.add(m.group(1))
+            for stmt in re.split(r"[;{}]", c):  # "struct s { int a; };" holds two
+                out.update(_declared(stmt + ";"))
+    return out
+
+
+def _declared(code: str) -> set[str]:
+    """Names a declaration statement on this line declares: ``int a, *b = x, c[2];``,
+    and ``type name`` pairs in a parameter list."""
+    out: set[str] = set()
+    m = _DECL_RE.match(code)
+    # "struct s;" declares a tag it still needs defined: not a definition.
+    if (m and m.group(1) not in _NOT_TYPES and m.group(1) not in C_KEYWORDS - _TYPE_WORDS
+            and m.group(1) not in ("struct", "union", "enum")):
+        out.add(m.group(3))
+        depth, piece, pieces = 0, "", []
+        for ch in code[m.end():]:
+            depth += ch in "([{"
+            depth -= ch in ")]}"
+            if ch == "," and depth == 0:
+                pieces.append(piece)
+                piece = ""
+            elif depth == 0 or ch in "([{":
+                piece += ch
+        pieces.append(piece)
+        for p in pieces[1:]:
+            n = re.match(r"^\s*\**\s*([A-Za-z_]\w*)\s*(?:[;=\[]|$)", p)
+            if n:
+                out.add(n.group(1))
+    for p in re.finditer(r"(?:\(|,)\s*(?:const\s+)?(?:(?:struct|union|enum|unsigned|signed)\s+)?"
+                         r"[A-Za-z_]\w*(?:\s*\*+\s*|\s+)(?:const\s+)?([A-Za-z_]\w*)\s*(?=[,)])",
+                         code):
+        out.add(p.group(1))
+    return out
+
+
+_TYPE_WORDS = frozenset("char int long short void bool double float unsigned signed const "
+                        "volatile static struct union enum extern inline register _Bool".split())
+
+
+def used_identifiers(hunks: Iterable[DiffHunk]) -> dict[str, list[str]]:
+    """C identifiers in the added lines of .c/.h files -> where ("file:line") they are used.
+    Context and removed lines are not counted (they are on the ref if the hunk applies),
+    nor comments, strings and ``#include`` lines."""
+    uses: dict[str, list[str]] = {}
+    for h in hunks:
+        if not h.file.endswith(SOURCE_SUFFIXES):
+            continue
+        for k, n, c in _new_side(h):
+            if k != "+" or re.match(r"^\s*#\s*(?:include|error|warning|pragma)\b", c):
+                continue
+            for ident in IDENT_RE.findall(c):
+                if ident not in C_KEYWORDS:
+                    uses.setdefault(ident, []).append(f"{h.file}:{n}")
+    return uses
+
+
+def missing_identifiers(
+    hunks: list[DiffHunk], tree: Path, moved: dict[str, str] | None = None,
+    defined: set[str] | None = None,
+) -> dict[str, list[str]]:
+    """Identifiers the added lines use that the series does not define and that occur
+    nowhere in the worktree -> where the patch uses each."""
+    moved = moved or {}
+    uses = used_identifiers(hunks)
+    defined = series_defines(hunks) if defined is None else defined
+    # A table macro's entry may be used under a pasted name (X86_FEATURE_SC_DIV).
+    pasted = {d[len(PASTED):] for d in defined if d.startswith(PASTED)}
+    candidates = {u for u in uses if u not in defined
+                  and not any(u == p or u.endswith(f"_{p}") for p in pasted)}
     # Most are in the files the patch touches: rule those out without searching the tree.
     for f in {moved.get(h.file, h.file) for h in hunks}:
         with contextlib.suppress(OSError):
             candidates -= set(IDENT_RE.findall((tree / f).read_text(errors="replace")))
     if not candidates:
         return {}
-    args = ["grep", "-h", "-o", "-w", "-F", "-I", "--no-color"]
-    for c in sorted(candidates):
-        args += ["-e", c]
-    r = _Git(tree).run(*args, "--", ".")
-    present = set(r.stdout.split())
+    present = _grep_words(tree, candidates)
+    configs = {c for c in candidates - present if c.startswith("CONFIG_")}
+    if configs:  # a Kconfig option is spelt without its prefix where it is declared
+        kc = _grep_words(tree, {c[len("CONFIG_"):] for c in configs}, ":(glob)**/Kconfig*")
+        present |= {f"CONFIG_{c}" for c in kc}
     return {c: uses[c] for c in sorted(candidates - present)}
 
 
-def introduced_by(
-    g: _Git, symbols: list[str], line: str, ref_commit: str, scope: list[str]
-) -> dict[str, tuple[str, str]]:
-    """Per symbol, the commit on ``line`` after which it has been in the tree ever since.
+def _grep_words(tree: Path, words: set[str], *pathspec: str) -> set[str]:
+    args = ["grep", "-h", "-o", "-w", "-F", "-I", "--no-color"]
+    for c in sorted(words):
+        args += ["-e", c]
+    return set(_Git(tree).run(*args, "--", *(pathspec or (".",))).stdout.split())
 
-    One ``git log -G`` pass (a regex of all symbols) over the commits on ``line`` that the
-    ref lacks lists every commit touching a line that names a symbol; replaying each
-    symbol's net +/- count from the oldest finds its last 0 -> present step: the
-    introduction that stuck (m2p_strict was added, reverted and added again in 2015). ``scope``: the
-    top-level folders to search (the patch's).
+
+def _prerequisites(
+    patch: Patch, hunks: list[DiffHunk], co: Checkout, moved: dict[str, str],
+    defined: set[str], base: str | None, progress: Progress | None,
+) -> tuple[Prerequisite, ...]:
+    """What the patch's added lines use that the ref lacks, and where it came from.
+
+    With history, a prerequisite must also be in the tree the patch was written on (its
+    base; else the mainline tip) and absent where the ref forked from it: a symbol the
+    ref once had and dropped is the ref moving on, not a missing prerequisite; one the
+    base lacks is the patch's own. Its introducing commit is searched on the base's side.
     """
-    if not symbols:
-        return {}
-    base = g.out("merge-base", ref_commit, line).strip()
-    pickaxe = "|".join(re.escape(s) for s in symbols)
-    # -G (a +/- line mentions a symbol) rather than a combined -S: -S counts all the
-    # symbols together and misses a commit trading one for another.
-    log = g.run("log", "-G", pickaxe, "--reverse", "-p", "-U0",
-                "--no-color", "--no-renames", "--format=%x00%H%x00%s", line,
-                *([f"^{base}"] if base else []), "--", *scope)
-    count = dict.fromkeys(symbols, 0)
-    found: dict[str, tuple[str, str]] = {}
-    parts = log.stdout.split("\x00")  # ["", sha, "subject\n<diff>", sha, ...]
-    for sha, rest in zip(parts[1::2], parts[2::2], strict=False):
-        subject, _, diff = rest.partition("\n")
-        delta = dict.fromkeys(symbols, 0)
-        for ln in diff.splitlines():
-            if ln.startswith(("+++ ", "--- ")) or not ln.startswith(("+", "-")):
-                continue
-            sign = 1 if ln[0] == "+" else -1
-            for sym in symbols:
-                delta[sym] += sign * ln.count(sym)  # what -S counts: substrings, not words
-        for sym in symbols:
-            if count[sym] <= 0 < count[sym] + delta[sym]:
-                found[sym] = (sha, subject)
-            count[sym] += delta[sym]
-    return found
+    missing = missing_identifiers(hunks, co.path, moved, defined)
+    if not missing:
+        return ()
+    intros: dict[str, tuple[str, str] | None] = {}
+    if co.source.has_history:
+        hist = history.Git(co.source.git_dir)
+        tip = base or mainline(co.source)
+        if tip:
+            at_base = history.symbols_at(hist, tip, missing)
+            fork = history.merge_base(hist, co.commit, tip)
+            at_fork = history.symbols_at(hist, fork, missing) if fork else {}
+            missing = {s: u for s, u in missing.items() if s in at_base and s not in at_fork}
+            if missing and progress:
+                progress(f"which commits introduced {', '.join(list(missing)[:8])}")
+            for sym in list(missing)[:MAX_PREREQ_SEARCH]:
+                intros[sym] = history.introduced_by(hist, sym, tip, fork, user=missing[sym][0])
+    out = []
+    for sym, where in missing.items():
+        intro = intros.get(sym)
+        out.append(Prerequisite(symbol=sym, used_in=where[0].rsplit(":", 1)[0],
+                                introduced_by=intro[0] if intro else None,
+                                introduced_subject=intro[1] if intro else None,
+                                used_at=tuple(dict.fromkeys(where))[:8]))
+    return tuple(out)
+
+
+def _prerequisite_result(prereqs: tuple[Prerequisite, ...], moved_t: tuple[tuple[str, str], ...],
+                         how: str, extra: str = "") -> ApplyResult:
+    names = ", ".join(p.symbol for p in prereqs[:8]) + (" ..." if len(prereqs) > 8 else "")
+    intro_note = ""
+    firsts = {(p.introduced_by, p.introduced_subject) for p in prereqs if p.introduced_by}
+    if firsts:
+        intro_note = "; introduced by " + ", ".join(
+            f"{sha[:10]} (\"{subj}\")" for sha, subj in sorted(firsts, key=str))
+    where = f"; used at {prereqs[0].used_at[0]}" if prereqs[0].used_at else ""
+    return ApplyResult(ApplyStatus.MISSING_PREREQUISITE,
+                       f"missing prerequisite ({how}): the ref lacks {names}{intro_note}"
+                       f"{where}{extra}", prerequisites=prereqs, moved_files=moved_t)
 
 
 # --------------------------------------------------------------------------- one patch
@@ -450,18 +581,28 @@ def _git_apply(g: _Git, diff_file: Path, *flags: str) -> subprocess.CompletedPro
     return g.run("apply", "--verbose", *flags, str(diff_file))
 
 
+# History that decides even where the patch applies as it is. A patch-id or a subject
+# match does not: two changes alike in text (the same one-line case added to two
+# functions) share a patch-id, and where the patch applies its change is not there.
+STRONG = ("commit", "backport-marker")
+
+
 def apply_patch(
-    patch: Patch, co: Checkout, scratch: Path, progress: Progress | None = None
+    patch: Patch, co: Checkout, scratch: Path, progress: Progress | None = None, *,
+    defined: set[str] | None = None,
 ) -> ApplyResult:
-    """Apply one patch to the worktree (left applied and committed on success)."""
+    """Apply one patch to the worktree (left applied and committed on success).
+
+    ``defined``: identifiers the whole series defines (none of them is a prerequisite).
+    """
     special = special_files(patch.diff)
     if special:  # never followed, so never created: the checks read the patched tree
         named = ", ".join(f"{printable(p)} ({what})" for p, what in special[:5])
         return _error(f"the patch creates {named}: refused; xen-verify does not create "
                       "or follow links a patch makes")
     g = _Git(co.path)
-    hist = _Git(co.source.git_dir)  # history questions go to the source repository (read-only)
     hunks = parse_hunks(patch.diff)
+    defined = series_defines(hunks) if defined is None else defined
     files = g.out("ls-files").splitlines()
     moved = _relocate(patch, co.path, hunks, files)
     diff = _rewrite_paths(patch.diff, moved)
@@ -472,7 +613,48 @@ def apply_patch(
     moved_note = "".join(f"; {a} is now {b}" for a, b in moved.items())
 
     fwd = _git_apply(g, diff_file, "--check")
+    rev = None if fwd.returncode == 0 else _git_apply(g, diff_file, "--check", "--reverse")
+
+    # History first: a marker, the commit itself or its patch-id on the ref decides, and
+    # a revert after it means the change is gone again.
+    hist_found = _History(None, None)
+    base = None
+    if co.source.has_history:
+        hist = history.Git(co.source.git_dir)
+        base = _patch_base(patch, hist)
+        if progress:
+            progress("looking for the change in the ref's history")
+        hist_found = _history(patch, diff, hist, co.commit, tree_paths, base)
+    reverted = (hist_found.reverted,) if hist_found.reverted else ()
+    rev_note = _reverted_note(hist_found.reverted) if hist_found.reverted else ""
+    m = hist_found.match
+    strong = m is not None and m.how in STRONG
+    if m is not None and (strong or fwd.returncode) and not (rev and rev.returncode == 0):
+        if m.how != "commit":  # the commit itself left nothing out
+            m = replace(m, left_out=_left_out(g, hunks, moved, diff_file))
+        how = ("already applied: its commit is on the ref" if m.how == "commit"
+               else "already applied in another form")
+        note = _partial_note(m, len(hunks))
+        if len(m.left_out) == len(hunks):  # the backport did it all another way
+            note = "; every hunk would still apply: the backport made the change another way"
+        return ApplyResult(ApplyStatus.ALREADY_APPLIED, f"{how}{_named(m)}{note}",
+                           matches=(m,), moved_files=moved_t)
+    if rev is not None and rev.returncode == 0:
+        match = Match(how="reverse-apply")
+        if m is not None:
+            match = replace(m, how=f"reverse-apply; {m.how}")
+        return ApplyResult(ApplyStatus.ALREADY_APPLIED,
+                           "already applied: the patch reverse-applies" + _named(match),
+                           matches=(match,), moved_files=moved_t)
+
+    def prerequisites(how: str) -> ApplyResult | None:
+        pre = _prerequisites(patch, hunks, co, moved, defined, base, progress)
+        return _prerequisite_result(pre, moved_t, how, rev_note) if pre else None
+
     if fwd.returncode == 0:
+        # It applies as text; whether what it calls exists on the ref is another question.
+        if (pre := prerequisites("it applies, but")) is not None:
+            return replace(pre, reverted=reverted)
         hr = _hunk_results(hunks, fwd.stdout + fwd.stderr, moved, rejected_ok=True)
         applied = g.run("apply", "--index", str(diff_file))
         if applied.returncode:
@@ -481,85 +663,44 @@ def apply_patch(
         if offsets:
             detail = ", ".join(f"{h.target_file or h.file} hunk #{h.index} {h.offset:+d}"
                                for h in offsets)
-            return ApplyResult(ApplyStatus.OFFSETS, f"applies with offsets: {detail}{moved_note}",
-                               hunks=tuple(hr), moved_files=moved_t)
-        return ApplyResult(ApplyStatus.CLEAN, f"applies cleanly{moved_note}", hunks=tuple(hr),
-                           moved_files=moved_t)
-
-    history = co.source.has_history
-    rev = _git_apply(g, diff_file, "--check", "--reverse")
-    if rev.returncode == 0:
-        match = Match(how="reverse-apply")
-        if history:
-            if progress:
-                progress("looking for the commit that applied it")
-            found = equivalent_commit(patch, hist, co.commit, tree_paths)
-            if found:
-                match = replace(found, how=f"reverse-apply; {found.how}")
-        return ApplyResult(ApplyStatus.ALREADY_APPLIED,
-                           "already applied: the patch reverse-applies" + _named(match),
-                           matches=(match,), moved_files=moved_t)
+            return ApplyResult(ApplyStatus.OFFSETS,
+                               f"applies with offsets: {detail}{moved_note}{rev_note}",
+                               hunks=tuple(hr), moved_files=moved_t, reverted=reverted)
+        return ApplyResult(ApplyStatus.CLEAN, f"applies cleanly{moved_note}{rev_note}",
+                           hunks=tuple(hr), moved_files=moved_t, reverted=reverted)
 
     three = _git_apply(g, diff_file, "--3way", "--index")
     if three.returncode == 0 and g.run("diff", "--cached", "--quiet", "HEAD").returncode == 0:
         reset_worktree(g.cwd)  # merged to nothing new: the change is there, merge-equivalent
-        match = Match(how="three-way merge adds nothing")
-        if history:
-            found = equivalent_commit(patch, hist, co.commit, tree_paths)
-            match = replace(found, how=f"three-way no-op; {found.how}") if found else match
         return ApplyResult(ApplyStatus.ALREADY_APPLIED,
-                           "already applied: a 3-way merge of it changes nothing" + _named(match),
-                           matches=(match,), moved_files=moved_t)
-    if three.returncode == 0:
-        hr = _hunk_results(hunks, three.stdout + three.stderr, moved, rejected_ok=True)
-        return ApplyResult(ApplyStatus.THREE_WAY, f"applies with a 3-way merge{moved_note}",
-                           hunks=tuple(replace(h, status="three-way") for h in hr),
+                           "already applied: a 3-way merge of it changes nothing",
+                           matches=(Match(how="three-way merge adds nothing"),),
                            moved_files=moved_t)
+    if three.returncode == 0:
+        reset_worktree(g.cwd)
+        if (pre := prerequisites("it merges, but")) is not None:
+            return replace(pre, reverted=reverted)
+        three = _git_apply(g, diff_file, "--3way", "--index")
+        hr = _hunk_results(hunks, three.stdout + three.stderr, moved, rejected_ok=True)
+        return ApplyResult(ApplyStatus.THREE_WAY,
+                           f"applies with a 3-way merge{moved_note}{rev_note}",
+                           hunks=tuple(replace(h, status="three-way") for h in hr),
+                           moved_files=moved_t, reverted=reverted)
     reset_worktree(g.cwd)
 
-    if history:
-        if progress:
-            progress("looking for an equivalent commit on the ref")
-        found = equivalent_commit(patch, hist, co.commit, tree_paths)
-        if found:
-            return ApplyResult(ApplyStatus.ALREADY_APPLIED,
-                               f"already applied in another form{_named(found)}",
-                               matches=(found,), moved_files=moved_t)
-    present = lines_present(hunks, co.path, moved)
-    if present:
-        where = ", ".join(present.locations[:4])
-        n = len(_distinct_added(hunks))
-        return ApplyResult(
-            ApplyStatus.ALREADY_APPLIED,
-            f"already applied in another form: {round(present.score * n)}/{n} of its "
-            f"distinctive added lines are in the tree ({where})",
-            matches=(present,), moved_files=moved_t)
+    if not co.source.has_history:  # with history, history has answered this already
+        present = lines_present(hunks, co.path, moved)
+        if present:
+            where = ", ".join(present.locations[:4])
+            n = len(_distinct_added(hunks))
+            return ApplyResult(
+                ApplyStatus.ALREADY_APPLIED,
+                f"already applied in another form: {round(present.score * n)}/{n} of its "
+                f"distinctive added lines are in the tree ({where})",
+                matches=(present,), moved_files=moved_t)
 
-    missing = missing_identifiers(hunks, co.path, moved)
-    if missing:
-        line = mainline(co.source) if history else None
-        intros: dict[str, tuple[str, str]] = {}
-        if line:
-            if progress:
-                progress(f"which commits on {line} introduced {', '.join(missing)}")
-            scope = sorted({p.split("/", 1)[0] + "/" for p in _paths(patch) if "/" in p})
-            intros = introduced_by(hist, list(missing)[:MAX_PREREQ_SEARCH], line, co.commit,
-                                   scope or ["."])
-        prereqs = []
-        for sym, used_in in missing.items():
-            intro = intros.get(sym)
-            prereqs.append(Prerequisite(symbol=sym, used_in=used_in,
-                                        introduced_by=intro[0] if intro else None,
-                                        introduced_subject=intro[1] if intro else None))
-        names = ", ".join(p.symbol for p in prereqs[:8]) + (" ..." if len(prereqs) > 8 else "")
-        intro_note = ""
-        firsts = {(p.introduced_by, p.introduced_subject) for p in prereqs if p.introduced_by}
-        if firsts:
-            intro_note = "; introduced by " + ", ".join(
-                f"{sha[:10]} (\"{subj}\")" for sha, subj in sorted(firsts, key=str))
-        return ApplyResult(ApplyStatus.MISSING_PREREQUISITE,
-                           f"missing prerequisite: the ref lacks {names}{intro_note}",
-                           prerequisites=tuple(prereqs), moved_files=moved_t)
+    if (pre := prerequisites("it does not apply, and")) is not None:
+        return replace(pre, reverted=reverted)
 
     rej = _git_apply(g, diff_file, "--reject")
     hr = _hunk_results(hunks, rej.stdout + rej.stderr, moved, rejected_ok=False)
@@ -569,19 +710,12 @@ def apply_patch(
                       f"{h.expected_line})" for h in failed[:MAX_NAMED]) or _last(fwd.stderr)
     if len(failed) > MAX_NAMED:  # the detail is one line: name a few, count the rest
         where += f" and {len(failed) - MAX_NAMED} more hunks"
-    return ApplyResult(ApplyStatus.CONFLICT, f"conflict: {where}{moved_note}", hunks=tuple(hr),
-                       moved_files=moved_t)
+    return ApplyResult(ApplyStatus.CONFLICT, f"conflict: {where}{moved_note}{rev_note}",
+                       hunks=tuple(hr), moved_files=moved_t, reverted=reverted)
 
 
 def _paths(patch: Patch) -> list[str]:
     return sorted({p for fc in patch.files for p in (fc.old_path, fc.new_path) if p})
-
-
-def _named(m: Match) -> str:
-    if m.commit:
-        up = f", upstream {m.upstream_commit[:12]}" if m.upstream_commit else ""
-        return f": {m.commit[:12]} (\"{m.subject}\"{up}) by {m.how.split('; ')[-1]}"
-    return ""
 
 
 def _last(text: str) -> str:
@@ -591,7 +725,6 @@ def _last(text: str) -> str:
 
 def _error(detail: str) -> ApplyResult:
     return ApplyResult(ApplyStatus.ERROR, detail)
-
 
 # --------------------------------------------------------------------------- series
 
@@ -631,10 +764,11 @@ def apply_series(
     written, matches_base = base_info(series, co.source, co.commit)
     results: list[ApplyResult] = []
     head = None  # the last commit holding an applied patch
+    defined = series_defines(h for p in series.patches for h in parse_hunks(p.diff))
     with tempfile.TemporaryDirectory(prefix="xen-verify-apply-") as scratch:
         for patch in series.patches:
             try:
-                r = apply_patch(patch, co, Path(scratch), progress)
+                r = apply_patch(patch, co, Path(scratch), progress, defined=defined)
             except OSError as e:
                 r = _error(f"cannot apply: {e}")
             results.append(r)

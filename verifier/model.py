@@ -164,6 +164,11 @@ class Match:
     upstream_commit: str | None = None  # "master commit:" / "cherry picked from" target
     locations: tuple[str, ...] = ()  # "xen/arch/x86/domain.c:1160-1201"
     score: float | None = None  # fraction of the patch's added lines found (lines-present)
+    # A later commit on the ref that reverted this one (the change is then not there).
+    reverted_by: str | None = None
+    reverted_subject: str | None = None
+    # Hunks of the patch the commit left out (a partial backport): "file #n @@ ... @@".
+    left_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,7 @@ class Prerequisite:
     used_in: str  # "xen/arch/x86/mm.c" (the patch file that uses it)
     introduced_by: str | None = None  # upstream commit sha, where history allows
     introduced_subject: str | None = None
+    used_at: tuple[str, ...] = ()  # "xen/arch/x86/mm.c:1234": the added lines using it
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,8 @@ class ApplyResult:
     written_against: str | None = None  # base the patch names (base-commit / index blobs)
     base_matches: bool | None = None  # whether the ref is that base (None: unknown)
     patched_commit: str | None = None  # commit holding the patched tree in the worktree
+    # Equivalent commits found on the ref that a later commit reverted (each names both).
+    reverted: tuple[Match, ...] = ()
 
 
 # --------------------------------------------------------------------------- checks

@@ -61,8 +61,9 @@ SCHEMA_TABLE = """\
 | `runs[].apply.status` | `clean`, `offsets`, `three-way`, `conflict`, `already-applied`, `missing-prerequisite` or `error` |
 | `runs[].apply.detail` | one line saying how it went |
 | `runs[].apply.hunks[]` | `{file, index, header, expected_line, applied_line, offset, status, target_file}`; `status`: `ok`, `offset`, `three-way` or `failed` |
-| `runs[].apply.matches[]` | why it is already applied: `{how, commit, subject, upstream_commit, locations, score}`; `locations` are `file:first-last` |
-| `runs[].apply.prerequisites[]` | `{symbol, used_in, introduced_by, introduced_subject}` |
+| `runs[].apply.matches[]` | why it is already applied: `{how, commit, subject, upstream_commit, locations, score, reverted_by, reverted_subject, left_out}`; `locations` are `file:first-last`; `left_out`: the hunks a partial backport left out (`file #n @@ ... @@`); `reverted_by` is `null` here |
+| `runs[].apply.reverted[]` | equivalent commits found on the ref that a later commit reverted (the change is not there): as `matches[]`, with `reverted_by`, `reverted_subject` naming the revert |
+| `runs[].apply.prerequisites[]` | `{symbol, used_in, used_at, introduced_by, introduced_subject}`; `used_at`: the added lines using it (`file:line`, new side) |
 | `runs[].apply.moved_files` | `[[path in the patch, path in the tree], ...]` |
 | `runs[].apply.patches` | series only: `[[subject, status, detail], ...]` per member |
 | `runs[].apply.written_against` | the base the patch names (`base-commit ...`, `index blobs ...`), or `null` |
@@ -141,6 +142,7 @@ def _apply_json(a: ApplyResult) -> dict[str, Any]:
         "written_against": a.written_against,
         "base_matches": a.base_matches,
         "patched_commit": a.patched_commit,
+        "reverted": to_jsonable(a.reverted),
     }
 
 
@@ -469,12 +471,22 @@ def _apply_lines(a: ApplyResult) -> list[str]:
             text += f", {round(m.score * 100)}% of its distinctive added lines"
         if m.locations:
             text += f", at {', '.join(m.locations)}"
+        if m.left_out:
+            text += f"; a partial backport, left out: {', '.join(m.left_out)}"
+        out += _wrap(text, indent="    ", first="  - ")
+    for m in a.reverted:
+        text = f"reverted: {_short(m.commit)}"
+        text += f' "{m.subject}"' if m.subject else ""
+        text += f" (upstream {_short(m.upstream_commit)})" if m.upstream_commit else ""
+        text += f" was reverted by {_short(m.reverted_by)}"
+        text += f' "{m.reverted_subject}"' if m.reverted_subject else ""
         out += _wrap(text, indent="    ", first="  - ")
     # One line per introducing commit: a prerequisite commit usually brings several names.
     by_commit: dict[tuple[str | None, str | None], list[str]] = {}
     for p in a.prerequisites:
+        used = f"used at {', '.join(p.used_at)}" if p.used_at else f"used in {p.used_in}"
         by_commit.setdefault((p.introduced_by, p.introduced_subject), []).append(
-            f"{p.symbol} (used in {p.used_in})")
+            f"{p.symbol} ({used})")
     for (introduced_by, introduced_subject), uses in by_commit.items():
         text = f"missing: {', '.join(uses)}"
         if introduced_by:

@@ -460,6 +460,10 @@ def _apply_lines(a: ApplyResult) -> list[str]:
         if h.status != "ok" or h.offset:
             out += _wrap(_hunk_line(h), indent="    ", first="  - ")
     for m in a.matches:
+        if (m.commit and m.commit[:12] in a.detail and m.score is None and not m.locations
+                and not m.left_out and (not m.upstream_commit
+                                        or m.upstream_commit[:12] in a.detail)):
+            continue  # the detail line has said all of it
         text = f"already there ({m.how})"
         if m.commit:
             text += f": {m.commit[:12]}"

@@ -293,8 +293,8 @@ def _summarise(prop: str, results: list[sc.ScenarioResult]) -> PropertyRun:
         return PropertyRun(prop, Outcome.ERROR, detail, _evidence(errors[0]), findings, results)
     if accepted:
         first = accepted[0]
-        detail = (f"accepted deviation in {len(accepted)} of {len(results)} scenarios; "
-                  f"{first.name}: {first.detail} Why accepted: {first.deviation}")
+        detail = (f"accepted deviation ({len(accepted)} of {len(results)} scenarios): "
+                  f"{first.detail} Why accepted: {first.deviation}")
         return PropertyRun(prop, Outcome.ACCEPTED, detail, _evidence(first), findings, results)
     if not passed:
         reasons = sorted({r.detail for r in results if r.status == "n/a"})
@@ -352,28 +352,27 @@ def _p4_findings(results: list[sc.ScenarioResult]) -> list[Finding]:
     rows = p4_rows("", results)
     if not rows:
         return []
-    legacy = [r for r in rows if r[1] == "legacy" and r[4] == "never"]
-    v2 = [r for r in rows if r[1] == "v2"]
-    reentered = [r for r in rows if r[1] == "v2 re-entered"]
-    parts = []
-    if legacy:
-        parts.append("legacy order walks " + ", ".join(f"{r[6]} pages for {r[2]}" for r in legacy))
-    if v2:
-        walked_v2 = sorted({int(r[6]) for r in v2})
-        parts.append("v2 order walks " + ("nothing" if walked_v2 == [0] else str(walked_v2))
-                     + " when nothing preempts the rest of arch_set_info_guest")
-    if reentered:
-        parts.append(
-            f"re-entered after a later preemption ({sc.REENTRIES} continuations once the "
-            "kernel's L4 is counted), v2 order walks "
-            + ", ".join(f"{r[8]} pages for {r[2]}" for r in reentered))
+    never = [r for r in rows if r[4] == "never"]
+    sizes = list(dict.fromkeys(r[2] for r in never))
     cont = [int(r[8]) for r in rows if r[4] != "never"]
-    if cont:
-        parts.append(f"continuations walk up to {max(cont)} pages in all")
     rep = [int(x) for r in rows for x in r[9].split(",") if x]
+    if not any(int(r[6]) for r in rows) and not any(rep):
+        return [Finding("Pages walked during restore", "no walk at any size.",
+                        (P4_HEADER, *rows))]
+    parts = []
+    for order, label in (("legacy", "legacy order"), ("v2", "v2 order"),
+                         ("v2 re-entered", f"v2 re-entered ({sc.REENTRIES} continuations "
+                                           "once the kernel's L4 is counted)")):
+        mine = {r[2]: r for r in never if r[1] == order}
+        if mine:
+            col = 8 if order == "v2 re-entered" else 6
+            parts.append(f"{label} {', '.join(mine[n][col] if n in mine else '-' for n in sizes)}")
+    text = f"pages walked for domains of {', '.join(sizes)} pages: " + "; ".join(parts)
+    if cont:
+        text += f"; with preemption pending, continuations walk up to {max(cont)}"
     if rep:
-        parts.append(f"a repeated set-context walks up to {max(rep)} pages")
-    return [Finding("Pages walked during restore", "; ".join(parts) + ".", (P4_HEADER, *rows))]
+        text += f"; a repeated set-context up to {max(rep)}"
+    return [Finding("Pages walked during restore", text + ".", (P4_HEADER, *rows))]
 
 
 def _p5_findings(results: list[sc.ScenarioResult]) -> list[Finding]:
@@ -381,7 +380,7 @@ def _p5_findings(results: list[sc.ScenarioResult]) -> list[Finding]:
     reps = [(n, w) for n, w in reps if w]
     if not reps:
         return []
-    text = "; ".join(f"{n}: pages walked per repetition {w}" for n, w in reps)
+    text = "pages walked per repetition: " + "; ".join(f"{n}: {w}" for n, w in reps)
     return [Finding("Cost of repeating vCPU 0's context", text)]
 
 
@@ -402,8 +401,8 @@ def measure_fill_contract(target: Target) -> tuple[bool | None, str]:
     if bool(on_empty) == bool(on_set):
         return None, (f"fill_ro_mpt returns {on_empty} on an empty slot and {on_set} on the "
                       "slot it filled: its result tells nothing apart")
-    return bool(on_empty), (f"run in the harness, fill_ro_mpt returns {on_empty} when it fills "
-                            f"an empty slot and {on_set} when the slot is already set")
+    return bool(on_empty), (f"run, it returns {on_empty} on filling an empty slot, {on_set} "
+                            "on a set one")
 
 
 def check_callers(tree_dir: Path | None, contract: tuple[bool | None, str] | None = None,
@@ -433,12 +432,10 @@ def check_callers(tree_dir: Path | None, contract: tuple[bool | None, str] | Non
     table += [(f"{c.file}:{c.line}", c.function, c.use, c.judgement) for c in found]
     finding = Finding(
         "fill_ro_mpt callers",
-        f"fill_ro_mpt returns {ret} ({where}); "
+        f"fill_ro_mpt returns {ret}; "
         + (contract[1] if contract else "its contract was not measured (no harness)")
         + f". {len(found)} callers: {len(users)} use the result, "
-        f"{len(found) - len(users)} ignore it and only need the fill (it now leaves a "
-        "non-empty slot alone: they rely on P7's assumption that a non-empty slot holds "
-        "idle_pg_table's entry).",
+        f"{len(found) - len(users)} only need the fill (relying on P7's assumption).",
         tuple(table),
     )
     mismatched = [d for d in decls if d.return_type != ret
@@ -507,12 +504,7 @@ def _merge_p4(brev: str, b: PropertyRun, prev: str, p: PropertyRun) -> list[Find
     rows = p4_rows(f"base ({brev})", b.results) + p4_rows(f"patched ({prev})", p.results)
     texts = [f.text for f in p.findings if f.title == "Pages walked during restore"]
     btexts = [f.text for f in b.findings if f.title == "Pages walked during restore"]
-    text = (
-        "Patched: "
-        + (texts[0] if texts else "no data")
-        + " Base: "
-        + (btexts[0] if btexts else "no data")
-    )
+    text = f"Patched: {texts[0] if texts else 'no data'} Base: {btexts[0] if btexts else 'no data'}"
     rest = [f for f in p.findings if f.title != "Pages walked during restore"]
     return [Finding("Pages walked during restore", text, (P4_HEADER, *rows)), *rest]
 
@@ -544,7 +536,7 @@ def mutation_proof(
         r = min(failed, key=lambda r: len(r.trace))
         return MutationProof(
             True,
-            f"P1 fails with the fixup disabled ({getattr(mutated, 'revision', '?')}): {r.detail}",
+            f"P1 fails with the fixup disabled: {r.detail.removeprefix('after the restore: ')}",
             Evidence(trace=tuple(r.trace), state=r.state, locations=tuple(r.locations)),
         )
     return MutationProof(
@@ -809,7 +801,10 @@ def _combine(
     for spec in CHECKS:
         p = prun[spec.id]
         b = brun.get(spec.id) if brun else None
-        detail = f"patched: {p.detail}" + (f" | base: {b.detail}" if b else "")
+        # the base's detail where it says something the matrix does not: why it failed,
+        # could not be judged, or deviated
+        telling = b is not None and b.outcome in (Outcome.FAIL, Outcome.ERROR, Outcome.ACCEPTED)
+        detail = f"patched: {p.detail} | base: {b.detail}" if telling else p.detail
         shown = (Outcome.FAIL, Outcome.ERROR, Outcome.ACCEPTED)
         evidence = p.evidence if p.outcome in shown else None
         if evidence is None and b is not None and b.outcome in shown:

@@ -725,11 +725,8 @@ def empty_domain(d: Driver, params: dict[str, Any]) -> None:
 
 
 LIVELOCK_REASON = (
-    "Only the toolstack reaches it, during a restore (the guest is not running): it "
-    "needs nr_l4_pages > 0 while no counted L4 on d->page_list can be locked, i.e. a "
-    "page lock held across the whole restore or a devalidation left preempted. Every "
-    "invocation still returns -ERESTART within one batch (checked), so the hypercall is "
-    "continued rather than hung, and the walk completes once the state goes away."
+    "only the toolstack reaches it, in a restore, and each call still returns within a "
+    "batch: the hypercall continues, it does not hang."
 )
 
 
@@ -769,11 +766,9 @@ def no_lockable_l4(d: Driver, params: dict[str, Any]) -> None:
             raise
         d.deviations.append(
             Deviation(
-                "Restore walk livelocks when no counted L4 can be locked",
-                f"With nr_l4_pages > 0 and {what}, each invocation returned -ERESTART "
-                f"after at most {d.batch} pages but the walk never completed ({e}). With "
-                "preemption never pending a single invocation would spin. The walk ends "
-                "only on meeting a filled L4.",
+                "the walk livelocks while no counted L4 can be locked",
+                f"{what}: -ERESTART after each {d.batch} pages, never done "
+                f"({str(e).removeprefix('does not terminate: still -ERESTART ')}).",
                 LIVELOCK_REASON,
             )
         )
@@ -787,14 +782,9 @@ def no_lockable_l4(d: Driver, params: dict[str, Any]) -> None:
 
 # Who can reach each accepted deviation, and why it is not counted as a failure.
 PARTIAL_RELEASE_REASON = (
-    "A guest can cause this miscount itself: in Xen a partial validation is released "
-    "this way when the guest's own pin fails after progress (the page becomes "
-    "old_guest_table with PGT_partial and put_old_guest_table() devalidates it), and when "
-    "the domain is destroyed. The counter is read only by vCPU 0's restore walk, which "
-    "runs when the toolstack's set-context turns m2p_strict on; a low count can skip "
-    "that walk, and the domain then keeps L4s without the RO_MPT slot (what P1 checks). "
-    "Only the toolstack can reach that effect, and only for a domain whose own pins "
-    "failed; the guest loses its m2p_strict view of the M2P, nothing of another domain."
+    "a guest can cause it (its own pin failing after progress is released this way), but "
+    "only the toolstack's restore walk reads the counter: an undercount can skip it, and "
+    "that domain alone keeps L4s without the RO_MPT slot."
 )
 
 
@@ -910,11 +900,10 @@ def partial_release(d: Driver, params: dict[str, Any]) -> None:
     if got != d.m.expected_nr_l4():
         d.deviations.append(
             Deviation(
-                "nr_l4_pages moves for an L4 that was never counted",
-                f"Releasing an L4 whose validation was preempted (never counted) took "
-                f"nr_l4_pages from {before} to {got}; the validated L4s number "
-                f"{d.m.expected_nr_l4()}. The devalidator decrements on any success, "
-                "whether or not the validation it undoes had completed.",
+                "nr_l4_pages drops for an L4 that was never counted",
+                f"releasing an L4 whose validation was preempted took nr_l4_pages from "
+                f"{before} to {got} with {d.m.expected_nr_l4()} L4 validated: the "
+                "devalidator decrements on any success.",
                 PARTIAL_RELEASE_REASON,
             )
         )
@@ -951,11 +940,9 @@ def prefilled_l4(d: Driver, params: dict[str, Any]) -> None:
         d.findings.append(
             Finding(
                 "Restore walk stops at a pre-filled L4",
-                f"With L4 mfn {first}'s RO_MPT slot already "
-                f"{slot_text(_slot_of(d.last_state, first), idle)} and L4s {l4s[1:]} "
-                f"empty, the walk stopped after {walked} pages and left {empty} without the "
-                "slot: termination assumes every slot holds either 0 or idle_pg_table's "
-                "entry and that filled L4s are met only after a full round.",
+                f"L4 {first}'s slot already {slot_text(_slot_of(d.last_state, first), idle)}"
+                f": the walk stopped after {walked} pages, leaving {empty} empty (it "
+                "assumes a filled slot is met only after a full round).",
             )
         )
 
@@ -984,9 +971,8 @@ def toggled_flag(d: Driver, params: dict[str, Any]) -> None:
         d.findings.append(
             Finding(
                 "L4 validated while m2p_strict was cleared again stays without the slot",
-                f"After m2p_strict was set, cleared and set again, L4 {empty} validated in "
-                f"between kept an empty RO_MPT slot (walk of {walked} pages stopped at an "
-                "already-filled L4 ahead of it).",
+                f"m2p_strict set, cleared and set again: L4 {empty}, validated in between, "
+                f"kept an empty slot (the walk stopped after {walked} pages at a filled L4).",
             )
         )
 

@@ -818,13 +818,19 @@ def _command_lines(command: str, indent: str = "    ") -> list[str]:
         words = list(lexer)
     except ValueError:
         return [indent + command]
+    # an option and its value are one unit: they stay on one line
+    units: list[str] = []
+    for w in words:
+        prev = units[-1] if units else ""
+        if (prev.startswith("-") and prev != "-" and " " not in prev
+                and not w.startswith("-")):
+            units[-1] = f"{prev} {w}"
+        else:
+            units.append(w)
     lines: list[str] = []
     cur = ""
-    for w in words:
-        # an option and its value stay on one line
-        if cur and len(indent) + len(cur) + 1 + len(w) + 2 > MAIL_WIDTH and not (
-                cur.split()[-1].startswith("-") and cur.split()[-1] != "-" and
-                not w.startswith("-")):
+    for w in units:
+        if cur and len(indent) + len(cur) + 1 + len(w) + 2 > MAIL_WIDTH:
             lines.append(cur)
             cur = "    " + w
         else:

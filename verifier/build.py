@@ -283,14 +283,15 @@ def _last_error(output: str) -> str:
 
 
 def _first_error(output: str) -> str:
+    make_noise = re.compile(r"^make(?:\[\d+\])?: (?:\*\*\*|Leaving|Entering|Nothing)")
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not re.match(r"make(\[\d+\])?: (Leaving|Entering)", ln)]
-    for pat in (r"\berror\b", r"Error|Traceback|not found|No such file|SyntaxError"):
-        hits = [ln for ln in lines
-                if re.search(pat, ln) and not re.match(r"make(\[\d+\])?: \*\*\*", ln)]
+    own = [ln for ln in lines if not make_noise.match(ln)]
+    for pat in (r"(?i)\berror\b", r"Traceback|not found|No such file|nonexistent|[Cc]annot|"
+                r"denied|SyntaxError"):
+        hits = [ln for ln in own if re.search(pat, ln)]
         if hits:
             return hits[0][:300]
-    return (lines[-1] if lines else "no output")[:300]
+    return ((own or lines)[-1] if lines else "no output")[:300]
 
 
 def _target_recipe(xen: Path) -> list[str]:

@@ -41,7 +41,7 @@ from verifier.model import Checkout, VerifyError
 Progress = Callable[[str], None]
 
 # Bump when the preparation or the entry layout changes: old entries are then ignored.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 MARKER = ".xen-verify-prepared.json"  # in xen/: the key and the files preparation made
 # Kconfig symbols set on top of defconfig where the tree has them (olddefconfig drops any
 # whose dependencies fail): the code reviewers care about, built and type-checked.
@@ -259,6 +259,11 @@ def _make_env() -> dict[str, str]:
                 "XEN_TARGET_ARCH", "CC", "CFLAGS", "EXTRA_CFLAGS_XEN_CORE"):
         env.pop(var, None)
     env["LC_ALL"] = "C"
+    # 4.11-4.13 run `$(PYTHON) ?= python`; Debian has no `python`, and their scripts are
+    # Python 3 already (before 4.11 they are not: that preparation fails and says so).
+    python3 = shutil.which("python3")
+    if python3:
+        env["PYTHON"] = python3
     # compile.h records these: fixed, so that prepared trees do not differ by who built them.
     env.setdefault("XEN_WHOAMI", "xen-verify")
     env.setdefault("XEN_DOMAIN", "localdomain")
@@ -723,14 +728,15 @@ def _split_commands(tokens: list[str]) -> Iterator[list[str]]:
 # --------------------------------------------------------------------------- pairs
 
 
-def export_commit(co: Checkout, commit: str, dest: Path) -> Path:
-    """``commit``'s build inputs (xen/, Config.mk, config/) into ``dest``, via git archive."""
-    listed = subprocess.run(["git", "-C", str(co.path), "ls-tree", "--name-only", commit,
+def export_commit(repo: Path, commit: str, dest: Path) -> Path:
+    """``commit``'s build inputs (xen/, Config.mk, config/) into ``dest`` (created), via
+    git archive from ``repo`` (a worktree or a git directory): nothing in it changes."""
+    listed = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", commit,
                              "--", *EXPORT_PATHS], capture_output=True, text=True, check=False)
     paths = [p for p in listed.stdout.splitlines() if p]
     if listed.returncode or "xen" not in paths:
         raise VerifyError(f"cannot read {commit[:12]}'s tree: {listed.stderr.strip() or 'no xen/'}")
-    out = subprocess.run(["git", "-C", str(co.path), "archive", "--format=tar", commit, "--",
+    out = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "--",
                           *paths], capture_output=True, check=False)
     if out.returncode:
         raise VerifyError(f"cannot read {commit[:12]}'s tree: {out.stderr.decode().strip()}")
@@ -769,7 +775,7 @@ def prepared_pair(co: Checkout, cache: Path,
         base_root = _base_dir(co, cache)
         if not (base_root / "xen").is_dir():
             base_root.parent.mkdir(parents=True, exist_ok=True)
-            export_commit(co, co.commit, base_root)
+            export_commit(Path(co.path), co.commit, base_root)
         _BASES[key] = base_root
     base = prepare_tree(base_root, cache, progress)
     patched = prepare_tree(Path(co.path), cache, progress)

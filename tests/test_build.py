@@ -273,3 +273,16 @@ def test_build_is_na_with_the_reason_when_the_tree_cannot_be_prepared(tmp_path):
     assert (check.base, check.patched) == (Outcome.NA, Outcome.NA)
     assert "could not be prepared" in check.detail and "asm-offsets" in check.detail
     assert str(run.verdict) == "not-applicable"
+
+
+def test_a_compile_is_reused_only_for_the_same_text(tmp_path):
+    tree = prepare_tree(write_tree(tmp_path / "a"), tmp_path / "cache")
+    unit = "xen/common/widget.c"
+    first = compile_unit(tree, unit)
+    again = compile_unit(tree, unit)
+    assert not first.cached and again.cached
+    assert again.diagnostics == first.diagnostics and again.returncode == first.returncode
+    (tmp_path / "a" / unit).write_text(WIDGET_C.replace("int twice", "int spare;\n    int twice"))
+    changed = compile_unit(tree, unit)
+    assert not changed.cached and changed.returncode != 0
+    assert [d.message for d in changed.diagnostics] == ["unused variable 'spare'"]

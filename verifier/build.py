@@ -826,6 +826,7 @@ class CompileResult:
     output: str  # the compiler's stderr, trimmed
     seconds: float = 0.0
     argv: tuple[str, ...] = ()
+    cached: bool = False  # the same compile's result, kept in the cache entry
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -872,8 +873,67 @@ def _tree_path(name: str, cwd: Path, root: Path) -> str:
     return name
 
 
+def _result_file(tree: PreparedTree, cmd: UnitCommand) -> Path | None:
+    """Where a compile's result is kept: by the entry (headers, flags, toolchain), the
+    command and the text of the .c files it reads (its unit, the touched file, the .c files
+    they #include). None when the tree has no cache entry."""
+    if tree.entry is None or not (tree.entry / "meta.json").is_file():
+        return None
+    root = str(tree.root)
+    h = hashlib.sha256()
+    h.update(json.dumps([a.replace(root, ROOT_TOKEN) for a in cmd.argv]).encode())
+    h.update(str(cmd.cwd).replace(root, ROOT_TOKEN).encode())
+    files = {cmd.source, cmd.unit or cmd.source}
+    for rel in list(files):
+        p = tree.root / rel
+        with contextlib.suppress(OSError):
+            for inc in INCLUDE_C_RE.findall(p.read_text(errors="replace")):
+                with contextlib.suppress(ValueError):
+                    files.add((p.parent / inc).resolve().relative_to(tree.root).as_posix())
+    for rel in sorted(files):
+        _hash_file(h, rel, tree.root / rel)
+    return tree.entry / "results" / (h.hexdigest()[:32] + ".json")
+
+
+def _load_result(path: Path | None, cmd: UnitCommand, root: Path) -> CompileResult | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        diags = tuple(Diagnostic(**d) for d in data["diagnostics"])
+        return CompileResult(cmd.source, data["returncode"], diags,
+                             data["output"].replace(ROOT_TOKEN, str(root)), data["seconds"],
+                             cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_result(path: Path | None, result: CompileResult, root: Path) -> None:
+    if path is None or result.returncode < 0:  # a timeout is not a result
+        return
+    data = {"returncode": result.returncode, "seconds": result.seconds,
+            "output": result.output.replace(str(root), ROOT_TOKEN),
+            "diagnostics": [d.__dict__ for d in result.diagnostics]}
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+
 def compile_command(tree: PreparedTree, cmd: UnitCommand, timeout: float = 300) -> CompileResult:
-    """Run one recorded command, its object to a temporary file; messages tree-relative."""
+    """Run one recorded command, its object to a temporary file; messages tree-relative.
+    A compile of the same text with the same command under the same entry is reused."""
+    keep = _result_file(tree, cmd)
+    known = _load_result(keep, cmd, tree.root)
+    if known is not None:
+        return known
+    result = _run_compile(tree, cmd, timeout)
+    _save_result(keep, result, tree.root)
+    return result
+
+
+def _run_compile(tree: PreparedTree, cmd: UnitCommand, timeout: float) -> CompileResult:
     with tempfile.TemporaryDirectory(prefix="xen-verify-cc-") as tmp:
         argv = cmd.compile_argv(Path(tmp) / "unit.o")
         t0 = time.monotonic()
@@ -907,7 +967,8 @@ def compile_unit(tree: PreparedTree, source: str, timeout: float = 300) -> Compi
                 diags.append(d)
     rc = next((r.returncode for r in results if r.returncode), 0)
     return CompileResult(source, rc, tuple(diags), "\n".join(r.output for r in results)[-8000:],
-                         sum(r.seconds for r in results), results[0].argv)
+                         sum(r.seconds for r in results), results[0].argv,
+                         all(r.cached for r in results))
 
 
 def new_diagnostics(base: CompileResult | None, patched: CompileResult) -> list[Diagnostic]:

@@ -109,7 +109,7 @@ def _unit(base: PreparedTree | None, patched: PreparedTree, source: str) -> Unit
                            f"{source}: does not compile on base either ({_short(p.errors[0])})",
                            [d.text() for d in p.errors[:5]], [d.location for d in p.errors[:5]],
                            p.output, secs)
-    line = f"{source}: compiles ({p.seconds:.1f} s)"
+    line = f"{source}: compiles" + (" (same text compiled before)" if p.cached else f" ({p.seconds:.1f} s)")
     if old:
         line += f"; {len(old)} warning(s) this compiler raises on base too, not the patch's"
     if b_out is Outcome.NA and base is not None:

@@ -124,16 +124,22 @@ def test_diagnostics_are_tree_relative_with_function_and_option(tmp_path):
         "   14 |     int spare;\n"
         "common/widget.c:16:12: error: implicit declaration of function 'frob_helper'"
         " [-Werror=implicit-function-declaration]\n"
+        "common/widget.c:20:5: warning: 'x' may be used uninitialized [-Wmaybe-uninitialized]\n"
         "cc1: all warnings being treated as errors\n"
     )
     diags = parse_diagnostics(out, cwd, root)
     assert [d.text() for d in diags] == [
         "xen/include/xen/widget.h:3: error: unknown type name 'bogus_t'",
-        "xen/common/widget.c:14: warning: unused variable 'spare' [-Wunused-variable]",
-        "xen/common/widget.c:16: warning: implicit declaration of function 'frob_helper'"
-        " [-Wimplicit-function-declaration]",
+        "xen/common/widget.c:14: error: unused variable 'spare' [-Werror=unused-variable]",
+        "xen/common/widget.c:16: error: implicit declaration of function 'frob_helper'"
+        " [-Werror=implicit-function-declaration]",
+        "xen/common/widget.c:20: warning: 'x' may be used uninitialized [-Wmaybe-uninitialized]",
     ]
-    assert [d.function for d in diags] == ["", "frob", "frob"]
+    assert [d.kind for d in diags] == ["error", "warning", "warning", "warning"]
+    assert [d.option for d in diags][1:] == ["-Wunused-variable",
+                                             "-Wimplicit-function-declaration",
+                                             "-Wmaybe-uninitialized"]
+    assert [d.function for d in diags] == ["", "frob", "frob", "frob"]
 
 
 def test_new_diagnostics_ignore_line_shifts_and_count_copies(tmp_path):

@@ -804,12 +804,16 @@ class Diagnostic:
     message: str
     option: str = ""  # "-Wunused-variable" (from "[-Werror=unused-variable]" too)
     function: str = ""  # the "In function 'f':" it was reported under
+    promoted: bool = False  # a warning -Werror made an error ("[-Werror=...]")
 
     @property
     def location(self) -> str:
         return f"{self.file}:{self.line}"
 
     def text(self) -> str:
+        """As gcc printed it, the path tree-relative and without the column."""
+        if self.promoted:
+            return f"{self.location}: error: {self.message} [-Werror={self.option[2:]}]"
         opt = f" [{self.option}]" if self.option else ""
         return f"{self.location}: {self.kind}: {self.message}{opt}"
 
@@ -853,10 +857,11 @@ def parse_diagnostics(output: str, cwd: Path, root: Path) -> list[Diagnostic]:
         if m:
             opt = m.group("opt") or ""
             kind = "error" if m.group("kind") in ("error", "fatal error") else "warning"
-            if opt.startswith("-Werror="):
+            promoted = opt.startswith("-Werror=")
+            if promoted:
                 opt, kind = "-W" + opt[len("-Werror="):], "warning"
             out.append(Diagnostic(_tree_path(m.group("file"), cwd, root), int(m.group("line")),
-                                  kind, m.group("msg"), opt, func))
+                                  kind, m.group("msg"), opt, func, promoted))
             continue
         m = TOOL_RE.match(line)
         if m and "all warnings being treated as errors" not in m.group("msg"):

@@ -292,3 +292,44 @@ def test_a_compile_is_reused_only_for_the_same_text(tmp_path):
     changed = compile_unit(tree, unit)
     assert not changed.cached and changed.returncode != 0
     assert [d.message for d in changed.diagnostics] == ["unused variable 'spare'"]
+
+
+def test_touched_units_are_hypervisor_c_only():
+    from verifier.generic.build_check import touched_units
+    from verifier.model import FileChange, Patch, PatchMeta, PatchSeries
+
+    files = (FileChange("xen/common/a.c", "xen/common/a.c"),
+             FileChange(None, "xen/arch/x86/new.c"),  # added: only on patched
+             FileChange("xen/common/gone.c", None),  # deleted: nothing to build
+             FileChange("xen/include/xen/a.h", "xen/include/xen/a.h"),
+             FileChange("xen/tools/symbols.c", "xen/tools/symbols.c"),  # a host tool
+             FileChange("tools/libs/ctrl/x.c", "tools/libs/ctrl/x.c"))
+    series = PatchSeries((Patch(PatchMeta("s", "p", "diff"), "", files),))
+    assert touched_units(series) == ["xen/common/a.c", "xen/arch/x86/new.c"]
+
+
+def test_build_judges_a_new_unit_on_patched_alone(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "xen/common/extra.c").write_text("#include <xen/widget.h>\n\n"
+                                             "int extra(void)\n{\n    return frob(1);\n}\n")
+    toyrepo.git(repo, "add", "-N", "xen/common/extra.c")
+    diff = toyrepo.git(repo, "diff") + "\n"
+    toyrepo.git(repo, "reset", "-q")
+    (repo / "xen/common/extra.c").unlink()
+    patch = tmp_path / "extra.patch"
+    patch.write_text("From: Toy Author <toy@example.org>\nSubject: [PATCH] add extra\n\n---\n"
+                     + diff)
+    _, check = _build_check(tmp_path, repo, patch)
+    assert (check.base, check.patched) == (Outcome.NA, Outcome.PASS)
+    assert "new unit (patched only)" in check.detail
+
+
+def test_build_on_an_already_applied_patch_judges_the_tree_as_it_is(tmp_path):
+    repo = _repo(tmp_path)
+    text = WIDGET_C.replace("twice + 1", "twice + 2")
+    patch = _patch(tmp_path, repo, text, "harmless")
+    (repo / "xen/common/widget.c").write_text(text)
+    toyrepo.git(repo, "commit", "-qam", "widget: harmless")
+    run, check = _build_check(tmp_path, repo, patch)
+    assert str(run.apply.status) == "already-applied"
+    assert (check.base, check.patched) == (Outcome.NA, Outcome.PASS)

@@ -41,7 +41,7 @@ from verifier.model import Checkout, VerifyError
 Progress = Callable[[str], None]
 
 # Bump when the preparation or the entry layout changes: old entries are then ignored.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 MARKER = ".xen-verify-prepared.json"  # in xen/: the key and the files preparation made
 # Kconfig symbols set on top of defconfig where the tree has them (olddefconfig drops any
 # whose dependencies fail): the code reviewers care about, built and type-checked.
@@ -148,7 +148,7 @@ _TOOLCHAIN: list[str] | None = None
 def _keyed(rel: str) -> bool:
     """Whether a file under xen/ is an input of preparation (not an ordinary unit)."""
     name = rel.rsplit("/", 1)[-1]
-    if rel.startswith("tools/"):
+    if rel.startswith(("tools/", "include/")):  # include/hypercall-defs.c (4.17+) too
         return True
     if name.endswith((".c", ".S")):
         return name in PREPARE_SOURCES
@@ -237,13 +237,14 @@ def prepare_tree(root: Path, cache: Path, progress: Progress | None = None) -> P
         progress(f"preparing the tree's build (defconfig, generated headers): {key[:12]}")
     before = _snapshot(xen)
     t0 = _child_cpu()
-    ok, reason = _run_preparation(xen)
+    ok, reason, transient = _run_preparation(xen)
     cpu = _child_cpu() - t0
     after = _snapshot(xen)
     # A tree prepared before (its marker) keeps what that preparation made, too.
     generated = sorted({p for p, st in after.items() if before.get(p) != st}
                        | (set(mark.get("generated", ())) & set(after)))
-    _store(cache, entry, root, generated, ok, reason, cpu)
+    if not transient:
+        _store(cache, entry, root, generated, ok, reason, cpu)
     _write_marker(xen, key, generated, ok)
     return PreparedTree(root, ok, reason, key, entry, cached=False, cpu_seconds=cpu, era=era)
 
@@ -353,12 +354,13 @@ def _prerequisites(xen: Path) -> str:
     return m.group(1).strip() if m else ""
 
 
-def _run_preparation(xen: Path) -> tuple[bool, str]:
-    """defconfig + fragment + olddefconfig, then the header steps; (ok, why not)."""
+def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
+    """defconfig + fragment + olddefconfig, then the header steps: (ok, why not, whether
+    the failure is this machine's for now: a missing tool, a timeout; not remembered)."""
     deadline = time.monotonic() + STEP_TIMEOUT
     missing = [t for t in ("make", "gcc", "flex", "bison") if not shutil.which(t)]
     if missing:
-        return False, f"the build needs {', '.join(missing)}, not installed (see ./bootstrap)"
+        return False, f"the build needs {', '.join(missing)}, not installed (see ./bootstrap)", True
 
     def left() -> float:
         return max(10.0, deadline - time.monotonic())
@@ -366,17 +368,18 @@ def _run_preparation(xen: Path) -> tuple[bool, str]:
     try:
         r = _run(["make", "defconfig"], xen, left())
         if r.returncode:
-            return False, f"make defconfig failed: {_last_error(r.stdout + r.stderr)}"
+            return False, f"make defconfig failed: {_last_error(r.stdout + r.stderr)}", False
         wanted = _fragment(xen)
         if wanted:
             with open(xen / ".config", "a") as f:
                 f.write("".join(f"CONFIG_{s}=y\n" for s in wanted))
             r = _run(["make", "olddefconfig"], xen, left())
             if r.returncode:
-                return False, f"make olddefconfig failed: {_last_error(r.stdout + r.stderr)}"
+                return False, f"make olddefconfig failed: {_last_error(r.stdout + r.stderr)}", False
         recipe = _target_recipe(xen)
         if len(recipe) < 2:
-            return False, "xen/Makefile has no $(TARGET) recipe to take the header steps from"
+            why = "xen/Makefile has no $(TARGET) recipe to take the header steps from"
+            return False, why, False
         steps = recipe[:-1]
         mk_path = _temp_makefile(_prepare_makefile(_prerequisites(xen), steps))
         try:
@@ -389,18 +392,18 @@ def _run_preparation(xen: Path) -> tuple[bool, str]:
             done = re.findall(r"^xen-verify step (\d+)$", r.stdout, re.M)
             n = int(done[-1]) if done else 0
             step = " ".join(steps[n].split()) if n < len(steps) else "the header steps"
-            return False, f"header step `{step}` failed: {_last_error(out)}"
+            return False, f"header step `{step}` failed: {_last_error(out)}", False
     except subprocess.TimeoutExpired:
-        return False, f"preparation took longer than {STEP_TIMEOUT} s"
+        return False, f"preparation took longer than {STEP_TIMEOUT} s", True
     except OSError as e:
-        return False, f"cannot run the tree's build: {e}"
+        return False, f"cannot run the tree's build: {e}", True
     for must in ("include/xen/compile.h",):
         if not (xen / must).exists():
-            return False, f"the header steps did not generate xen/{must}"
+            return False, f"the header steps did not generate xen/{must}", False
     if not list(xen.glob("include/asm*/asm-offsets.h")) and \
             not list(xen.glob("arch/*/include/asm/asm-offsets.h")):
-        return False, "the header steps did not generate asm-offsets.h"
-    return True, ""
+        return False, "the header steps did not generate asm-offsets.h", False
+    return True, "", False
 
 
 def _temp_makefile(text: str) -> str:

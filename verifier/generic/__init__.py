@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from verifier.generic.build_check import build_check, touched_units
-from verifier.model import Checkout, CheckResult, Outcome, PatchSeries
+from verifier.generic.build_check import TITLE, build_check, touched_units
+from verifier.model import Checkout, CheckResult, Outcome, PatchSeries, VerifyError
 
 Progress = Callable[[str], None]
 PACK = "generic"
@@ -38,10 +38,15 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     notes: list[str] = []
     if progress:
         progress(f"{co.ref}: generic: preparing the tree's build")
-    if applied:
-        base, patched = prepared_pair(co, cache, progress)
-    else:
-        base, patched = None, prepare_tree(Path(co.path), cache, progress)
+    try:
+        if applied:
+            base, patched = prepared_pair(co, cache, progress)
+        else:
+            base, patched = None, prepare_tree(Path(co.path), cache, progress)
+    except (VerifyError, OSError) as e:  # the trees could not be read or written
+        why = f"the tree's build could not be prepared: {e}"
+        return [CheckResult(id="BUILD", title=TITLE, base=Outcome.ERROR, patched=Outcome.ERROR,
+                            detail=why, pack=PACK)], [f"generic: {why}"]
     results = [build_check(base, patched, units, progress=progress, ref=co.ref)]
     if not patched.ok or (base is not None and not base.ok):
         why = patched.reason if not patched.ok else base.reason  # type: ignore[union-attr]
@@ -55,4 +60,4 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     return results, notes
 
 
-__all__ = ["PACK", "Outcome", "concerns", "run_generic"]
+__all__ = ["PACK", "concerns", "run_generic"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from verifier.generic.build_check import TITLE, build_check, touched_units
+from verifier.generic.build_check import TITLE, build_check, changed_units, touched_units
 from verifier.model import Checkout, CheckResult, Outcome, PatchSeries, VerifyError
 
 Progress = Callable[[str], None]
@@ -35,6 +35,12 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     units = touched_units(series)
     if not units:
         return [], []
+    if applied:  # what the patch changed in this tree, paths as the tree has them
+        in_tree = changed_units(Path(co.path), co.commit)
+        if in_tree is not None:
+            units = in_tree
+            if not units:
+                return [], ["generic: the patch changes no hypervisor C file in this tree"]
     notes: list[str] = []
     if progress:
         progress(f"{co.ref}: generic: preparing the tree's build")

@@ -53,6 +53,24 @@ def test_prepare_generates_headers_only_and_a_fresh_tree_restores_them(tmp_path,
     assert again.ok and again.key == first.key
 
 
+def test_a_restored_tree_names_itself_not_the_tree_it_was_prepared_in(tmp_path):
+    """Rules.mk-era dependency files name headers by absolute path: restored, they name the
+    new tree, so make in it does not depend on the first tree's files."""
+    cache = tmp_path / "cache"
+    a = write_tree(tmp_path / "a", rules_mk=True)
+    assert prepare_tree(a, cache).ok
+    dep = "xen/arch/x86/.asm-offsets.s.d"
+    assert str(a) in (a / dep).read_text()
+    b = write_tree(tmp_path / "b", rules_mk=True)
+    tree = prepare_tree(b, cache)
+    assert tree.cached
+    text = (b / dep).read_text()
+    assert str(b) in text and str(a) not in text
+    shutil.rmtree(a)
+    multi = tree.unit_commands("xen/common/multi.c")  # recorded by make, in b only
+    assert len(multi) == 2 and all(str(b) in " ".join(c.argv) for c in multi)
+
+
 def test_key_follows_what_preparation_reads_not_the_units(tmp_path):
     base = content_key(write_tree(tmp_path / "a"))
     unit = write_tree(tmp_path / "b")

@@ -41,8 +41,9 @@ from verifier.model import Checkout, VerifyError
 Progress = Callable[[str], None]
 
 # Bump when the preparation or the entry layout changes: old entries are then ignored.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 MARKER = ".xen-verify-prepared.json"  # in xen/: the key and the files preparation made
+ROOT_TOKEN = "@XEN_VERIFY_TREE_ROOT@"  # the tree's own path, in what the cache keeps
 # Kconfig symbols set on top of defconfig where the tree has them (olddefconfig drops any
 # whose dependencies fail): the code reviewers care about, built and type-checked.
 CONFIG_FRAGMENT = (
@@ -71,19 +72,16 @@ class UnitCommand:
         """The command writing its object to ``output`` and no dependency files in the tree."""
         out: list[str] = []
         skip = False
-        for i, a in enumerate(self.argv):
+        for a in self.argv:
             if skip:
                 skip = False
+            elif a in ("-MF", "-MQ", "-MT", "-o"):
+                skip = True  # and its argument
+            elif a in ("-MMD", "-MD", "-MP") or a.startswith(("-MF", "-MQ", "-MT", "-Wp,-MD,",
+                                                                 "-Wp,-MMD,")):
                 continue
-            if a in ("-MF", "-MQ", "-MT", "-o"):
-                skip = True
-                continue
-            if a in ("-MMD", "-MD", "-MP") or (a.startswith(("-MF", "-MQ", "-MT")) and len(a) > 3):
-                continue
-            if a.startswith("-Wp,-MD,") or a.startswith("-Wp,-MMD,"):
-                continue
-            out.append(a)
-            del i
+            else:
+                out.append(a)
         return [*out, "-o", str(output)]
 
 
@@ -489,7 +487,7 @@ def _store(cache: Path, entry: Path, root: Path, generated: list[str], ok: bool,
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 for rel in generated:
                     with contextlib.suppress(OSError):
-                        tar.add(xen / rel, arcname=f"xen/{rel}", recursive=False)
+                        _add_relocatable(tar, xen / rel, f"xen/{rel}", root)
             (tmp / "generated.tar").write_bytes(buf.getvalue())
         meta = {"ok": ok, "reason": reason, "generated": generated, "cpu_seconds": cpu,
                 "root": str(root), "recipe": RECIPE_VERSION}
@@ -504,6 +502,20 @@ def _store(cache: Path, entry: Path, root: Path, generated: list[str], ok: bool,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _add_relocatable(tar: tarfile.TarFile, path: Path, arcname: str, root: Path) -> None:
+    """Add a generated file with the tree's own path in its text (the dependency files of
+    Rules.mk-era trees name headers absolutely) written as ROOT_TOKEN, so that the entry
+    restores into any tree."""
+    info = tar.gettarinfo(str(path), arcname)
+    if not info.isreg() or info.size > 16 << 20:
+        tar.addfile(info)
+        return
+    data = path.read_bytes()
+    data = data.replace(str(root).encode(), ROOT_TOKEN.encode())
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
 def _restore(entry: Path, root: Path) -> None:
     with tarfile.open(entry / "generated.tar") as tar:
         members = tar.getmembers()
@@ -512,11 +524,19 @@ def _restore(entry: Path, root: Path) -> None:
             if p.is_symlink() or p.is_file():
                 p.unlink()
         safe_extractall(tar, root, label=f"cached build {entry.name}", members=members)
+    token, here = ROOT_TOKEN.encode(), str(root).encode()
+    for m in members:
+        if m.isreg():
+            p = root / m.name
+            data = p.read_bytes()
+            if token in data:
+                st = p.stat()
+                p.write_bytes(data.replace(token, here))
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 # --------------------------------------------------------------------------- unit commands
 
-ROOT_TOKEN = "@ROOT@"
 COMPILERS = re.compile(r"^(?:.*/)?(?:[\w.-]+-)?(?:gcc|cc|clang)(?:-[\d.]+)?$")
 
 

@@ -246,6 +246,8 @@ def test_build_passes_on_a_harmless_patch(tmp_path):
     assert (check.base, check.patched, check.change) == (Outcome.PASS, Outcome.PASS, "pass")
     assert "xen/common/widget.c: compiles" in check.detail
     assert str(run.verdict) == "pass"
+    assert any("defconfig, and on: CONFIG_PV, CONFIG_HVM, CONFIG_SHADOW_PAGING" in n
+               for n in run.notes), run.notes
 
 
 def test_build_fails_on_an_undeclared_helper_with_file_line(tmp_path):

@@ -100,6 +100,14 @@ class PreparedTree:
     _lock: threading.Lock = field(
         default_factory=threading.Lock, compare=False, hash=False, repr=False)
 
+    def config_fragment(self) -> tuple[str, ...]:
+        """The fragment's symbols set in this tree's .config (what defconfig was added to)."""
+        try:
+            config = (self.root / "xen" / ".config").read_text()
+        except OSError:
+            return ()
+        return tuple(s for s in CONFIG_FRAGMENT if f"\nCONFIG_{s}=y\n" in f"\n{config}")
+
     def unit_command(self, source: str) -> UnitCommand | None:
         """The command the tree's build compiles ``source`` (tree-relative ``.c``) with:
         the first of :meth:`unit_commands`. None when the tree is not prepared or its

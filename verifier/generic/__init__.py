@@ -54,6 +54,9 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
         return [CheckResult(id="BUILD", title=TITLE, base=Outcome.ERROR, patched=Outcome.ERROR,
                             detail=why, pack=PACK)], [f"generic: {why}"]
     results = [build_check(base, patched, units, progress=progress, ref=co.ref)]
+    if patched.ok:
+        on = ", ".join(f"CONFIG_{s}" for s in patched.config_fragment()) or "none of the fragment"
+        notes.append(f"generic: built with the tree's own flags: x86 defconfig, and on: {on}")
     if not patched.ok or (base is not None and not base.ok):
         why = patched.reason if not patched.ok else base.reason  # type: ignore[union-attr]
         notes.append(f"generic: the tree's build could not be prepared: {why}")

@@ -43,6 +43,21 @@ def test_clean_apply_that_calls_a_missing_helper_is_a_missing_prerequisite(triag
     assert r.patched_commit is None
 
 
+def test_without_history_a_missing_name_is_said_and_left_to_the_build(triage):
+    """A tree without history (a Debian import) cannot tell a prerequisite from the
+    patch's own mistake: the patch applies, the detail names what the tree lacks."""
+    from dataclasses import replace
+
+    repo, shas, cache = triage
+    source = replace(open_local(str(repo), cache), has_history=False)
+    series = load_series([f"git:{shas['fix']}"], source.git_dir)
+    with checkout(source, "lacks", cache) as co:
+        r = apply_series(series, co)
+    assert r.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS), r.detail
+    assert "widget_ready, which this tree lacks" in r.detail
+    assert r.patched_commit is not None
+
+
 def test_the_patchs_own_definitions_are_no_prerequisite(triage):
     r = _run(triage, "with-helper")
     assert r.status is ApplyStatus.CLEAN, r.detail

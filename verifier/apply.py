@@ -647,8 +647,18 @@ def apply_patch(
                            "already applied: the patch reverse-applies" + _named(match),
                            matches=(match,), moved_files=moved_t)
 
+    unknown_note = ""
+
     def prerequisites(how: str) -> ApplyResult | None:
+        nonlocal unknown_note
         pre = _prerequisites(patch, hunks, co, moved, defined, base, progress)
+        if pre and not co.source.has_history:
+            # Without history a name the tree lacks may be a prerequisite or the patch's
+            # own mistake: say so, apply, and let the build check tell.
+            names = ", ".join(p.symbol for p in pre[:8]) + (" ..." if len(pre) > 8 else "")
+            unknown_note = (f"; uses {names}, which this tree lacks (no history here to name "
+                            "a prerequisite; the BUILD check judges)")
+            return None
         return _prerequisite_result(pre, moved_t, how, rev_note) if pre else None
 
     if fwd.returncode == 0:
@@ -664,9 +674,11 @@ def apply_patch(
             detail = ", ".join(f"{h.target_file or h.file} hunk #{h.index} {h.offset:+d}"
                                for h in offsets)
             return ApplyResult(ApplyStatus.OFFSETS,
-                               f"applies with offsets: {detail}{moved_note}{rev_note}",
+                               f"applies with offsets: {detail}{moved_note}{rev_note}"
+                               f"{unknown_note}",
                                hunks=tuple(hr), moved_files=moved_t, reverted=reverted)
-        return ApplyResult(ApplyStatus.CLEAN, f"applies cleanly{moved_note}{rev_note}",
+        return ApplyResult(ApplyStatus.CLEAN,
+                           f"applies cleanly{moved_note}{rev_note}{unknown_note}",
                            hunks=tuple(hr), moved_files=moved_t, reverted=reverted)
 
     three = _git_apply(g, diff_file, "--3way", "--index")
@@ -683,7 +695,7 @@ def apply_patch(
         three = _git_apply(g, diff_file, "--3way", "--index")
         hr = _hunk_results(hunks, three.stdout + three.stderr, moved, rejected_ok=True)
         return ApplyResult(ApplyStatus.THREE_WAY,
-                           f"applies with a 3-way merge{moved_note}{rev_note}",
+                           f"applies with a 3-way merge{moved_note}{rev_note}{unknown_note}",
                            hunks=tuple(replace(h, status="three-way") for h in hr),
                            moved_files=moved_t, reverted=reverted)
     reset_worktree(g.cwd)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifier.apply import apply_series
+from verifier.generic import run_generic
 from verifier.model import (
     ApplyStatus,
     Checkout,
@@ -79,10 +80,13 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         found: list[CheckResult] = []
         if checks and result.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS,
                                          ApplyStatus.THREE_WAY, ApplyStatus.ALREADY_APPLIED):
+            applied = result.status is not ApplyStatus.ALREADY_APPLIED
             found, check_notes = run_checks(
-                co, series, applied=result.status is not ApplyStatus.ALREADY_APPLIED,
-                cache=cache, progress=progress)
+                co, series, applied=applied, cache=cache, progress=progress)
             notes.extend(check_notes)
+            generic, generic_notes = run_generic(co, series, applied, cache, progress)
+            found.extend(generic)
+            notes.extend(generic_notes)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),

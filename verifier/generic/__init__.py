@@ -1,0 +1,58 @@
+"""Generic mode: checks that need no pack, run on every patch touching hypervisor C.
+
+BUILD (here): every translation unit the patch touches compiles with the tree's own
+command, on base and on patched; errors and new warnings named with file:line.
+BALANCE (lifting and path exploration): called from the marked place in
+:func:`run_generic`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from verifier.generic.build_check import build_check, touched_units
+from verifier.model import Checkout, CheckResult, Outcome, PatchSeries
+
+Progress = Callable[[str], None]
+PACK = "generic"
+
+
+def concerns(series: PatchSeries) -> bool:
+    """Whether the series touches hypervisor C (``xen/**/*.c``)."""
+    return bool(touched_units(series))
+
+
+def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
+                progress: Progress | None = None) -> tuple[list[CheckResult], list[str]]:
+    """The generic checks on one checkout: ``applied`` -> base = ``co.commit``, patched =
+    the worktree; already applied -> the tree as it is (the "patched" column only).
+
+    Returns the check results and notes.
+    """
+    from verifier.build import prepare_tree, prepared_pair
+
+    units = touched_units(series)
+    if not units:
+        return [], []
+    notes: list[str] = []
+    if progress:
+        progress(f"{co.ref}: generic: preparing the tree's build")
+    if applied:
+        base, patched = prepared_pair(co, cache, progress)
+    else:
+        base, patched = None, prepare_tree(Path(co.path), cache, progress)
+    results = [build_check(base, patched, units, progress=progress, ref=co.ref)]
+    if not patched.ok or (base is not None and not base.ok):
+        why = patched.reason if not patched.ok else base.reason  # type: ignore[union-attr]
+        notes.append(f"generic: the tree's build could not be prepared: {why}")
+
+    # ---- BALANCE goes here (issue 9 parts 3-6): lift each touched function's unit from
+    # `base`/`patched` (PreparedTree.unit_command gives the tree's exact command), explore
+    # its paths, and append a CheckResult(pack=PACK, id="BALANCE", ...) to `results`.
+    # ---- end of BALANCE
+
+    return results, notes
+
+
+__all__ = ["PACK", "Outcome", "concerns", "run_generic"]

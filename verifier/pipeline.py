@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifier.apply import apply_series
-from verifier.generic import run_generic
+from verifier.generic import run_generic, take_functions
 from verifier.model import (
     ApplyStatus,
     Checkout,
@@ -78,6 +78,7 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         result = apply_series(series, co, progress)
         notes = list(source.notes)
         found: list[CheckResult] = []
+        functions: tuple = ()
         if checks and result.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS,
                                          ApplyStatus.THREE_WAY, ApplyStatus.ALREADY_APPLIED):
             applied = result.status is not ApplyStatus.ALREADY_APPLIED
@@ -87,10 +88,11 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
             generic, generic_notes = run_generic(co, series, applied, cache, progress)
             found.extend(generic)
             notes.extend(generic_notes)
+            functions = take_functions(co)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),
-            notes=tuple(notes),
+            notes=tuple(notes), functions=functions,
         )
 
 

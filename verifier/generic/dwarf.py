@@ -110,7 +110,6 @@ def _walk(out: Types, cu, top, files: list[str]) -> None:
     raw: dict[int, object] = {}
     for die in top.iter_children():
         _collect(die, raw)
-    resolved: dict[int, int | None] = {}
 
     def resolve(key: int | None, depth: int = 0) -> int | None:
         """Strip typedefs and qualifiers (const is remembered on pointers)."""

@@ -59,7 +59,8 @@ class PathResult:
     calls: list[Call]
     outcome: str  # return | bug | crash | sanitizer | hang | truncated
     rc: int | None = None
-    last_pc: int = 0
+    last_pc: int = 0  # the last block of the function that ran (its epilogue, at -O0)
+    prev_pc: int = 0  # the block before it: the return statement
     fault: int = 0  # rip of a crash / BUG
     stderr: str = ""
     privileged: list[str] = field(default_factory=list)
@@ -276,7 +277,7 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int]) -> tuple[l
                 if domain_obj is None:
                     domain_obj = g.by_type.get(domain_key) or g.struct(domain_key, 1, {})
                 g.ptr(vcpu, dom_off, domain_obj)
-        idx = g.obj(max(cpu.size, 64), 64, stack_top=True)
+        idx = g.obj(cpu.size, 64, stack_top=True)  # exact: get_cpu_info() is top - size
         cur = next((o for n, o, _ in cpu.members if n == "current_vcpu"), None)
         if cur is not None:
             g.ptr(idx, cur, vcpu)
@@ -294,25 +295,25 @@ def _u64(s: str) -> int:
 def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: list[int]
           ) -> PathResult:
     calls: list[Call] = []
-    outcome, rc, last_pc, fault, priv = "crash", None, 0, 0, []
+    outcome, rc, last_pc, prev_pc, fault, priv = "crash", None, 0, 0, 0, []
     for ln in reply.get("events", "").splitlines():
         p = ln.split()
         if not p:
             continue
-        if p[0] == "C" and len(p) >= 12:
+        if p[0] == "C" and len(p) >= 14:
             sid = int(p[1])
             rv = _u64(p[5])
             size = ret_sizes[sid] if sid < len(ret_sizes) else 8
             if 0 < size < 8:
                 rv &= (1 << (8 * size)) - 1
             calls.append(Call(names[sid], _u64(p[2]), int(p[3]), int(p[4]), rv,
-                              tuple(_u64(x) for x in p[6:12])))
+                              tuple(_u64(x) for x in p[6:14])))
         elif p[0] == "K" and len(p) >= 5:
             calls.append(Call(p[1], _u64(p[2]), 1, 0, _u64(p[4]), (_u64(p[3]),), hook=True))
         elif p[0] == "R":
             outcome, rc = "return", _u64(p[1])
-            if len(p) > 2:
-                last_pc = _u64(p[2])
+            if len(p) > 3:
+                last_pc, prev_pc = _u64(p[2]), _u64(p[3])
         elif p[0] == "U":
             outcome = "bug"
         elif p[0] == "B":
@@ -327,12 +328,11 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
             priv.append(p[1])
     err = reply.get("stderr", "")
     ex = reply.get("exit", 0)
-    if outcome == "return" and ("runtime error" in err or "AddressSanitizer" in err):
-        outcome = "sanitizer"
-    elif ex in (86, 87) or "AddressSanitizer" in err:
+    err = "\n".join(ln for ln in err.splitlines() if "swapcontext" not in ln)
+    if "runtime error" in err or "AddressSanitizer" in err or ex in (86, 87):
         outcome = "sanitizer"
     return PathResult(script=script, calls=calls, outcome=outcome, rc=rc, last_pc=last_pc,
-                      fault=fault, stderr=err[:4000], privileged=priv)
+                      prev_pc=prev_pc, fault=fault, stderr=err[:4000], privileged=priv)
 
 
 class Driver:

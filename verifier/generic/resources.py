@@ -12,6 +12,7 @@ Adding a family is adding a file: no code changes.
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import cache
@@ -107,10 +108,14 @@ def key_of(spec: str, args: tuple[int, ...], rv: int, symbols: dict[str, int]
     return tuple(parts)
 
 
-def holds(rule: Rule, rv: int) -> bool:
+def holds(rule: Rule, rv: int, args: tuple[int, ...] = ()) -> bool:
     rv_signed = rv - (1 << 64) if rv >= 1 << 63 else rv
     if rule.holds == "rc != 0":
         return rv != 0
+    m = re.fullmatch(r"arg(\d) != 0", rule.holds)
+    if m:
+        i = int(m.group(1))
+        return bool(args[i]) if i < len(args) else True
     if rule.holds == "rc == 0":
         return rv_signed == 0
     return True

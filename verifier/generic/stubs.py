@@ -104,7 +104,8 @@ def render(stub_list: list[Stub], functions: list[str]) -> str:
         "struct xv_r16 { uint64_t lo, hi; };",
         "#define XV_ARGS uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, "
         "uint64_t a5",
-        "#define XV_CALL(id) ({ uint64_t a_[6] = {a0, a1, a2, a3, a4, a5}; "
+        "#define XV_CALL(id) ({ uint64_t *sp_ = (uint64_t *)__builtin_frame_address(0) + 2; "
+        "uint64_t a_[8] = {a0, a1, a2, a3, a4, a5, sp_[0], sp_[1]}; "
         "xv_stub(id, (uint64_t)__builtin_return_address(0), a_); })",
     ]
     names = []

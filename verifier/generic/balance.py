@@ -164,7 +164,7 @@ def violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer,
         p = j.path
         choices = tuple(describe(c) for c in p.choices)
         ret_at = _return_site(sym, p)
-        replay = ",".join(str(c.k) for c in p.choices) or "-"
+        replay = f"{p.variant}:" + (",".join(str(c.k) for c in p.choices) or "-")
         cls_key = j.rc_text if j.rc_class == "success" else j.rc_class
         rc_label = f"{j.rc_text} ({j.rc_class})" if j.rc_class != "void" else "void"
         if p.outcome == "bug":

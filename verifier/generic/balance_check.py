@@ -129,8 +129,11 @@ def _with_replay(side: _Side, fn: str, v: balance.Violation, i: int) -> balance.
         alts = side.driver.alternatives.get(s.label)
         if alts:
             lines.append(f"stub {j} " + " ".join(" ".join(str(x) for x in a) for a in alts))
-    lines += side.driver.setup
-    lines.append(f"run {v.replay}")
+    vi, _, script = v.replay.partition(":")
+    names = [x.get("name", "") for x in explore.variants()]
+    name = names[int(vi)] if vi.isdigit() and int(vi) < len(names) else ""
+    lines += side.driver.setups.get(name, side.driver.setup)
+    lines.append(f"run {script}")
     script = side.lifted.dir / f"replay-{fn}-{i}.sh"
     try:
         script.write_text(

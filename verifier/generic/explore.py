@@ -64,6 +64,7 @@ class PathResult:
     fault: int = 0  # rip of a crash / BUG
     stderr: str = ""
     privileged: list[str] = field(default_factory=list)
+    variant: int = 0  # index in the catalogue
 
     @property
     def choices(self) -> list[Call]:
@@ -177,6 +178,7 @@ class _Graph:
         self.lines: list[str] = []
         self.n = 0
         self.by_type: dict[int, int] = {}
+        self.all_of: dict[int, list[int]] = {}  # struct type -> every object of it
 
     def obj(self, size: int, align: int = 64, stack_top: bool = False) -> int:
         self.lines.append(f"obj {max(size, 8)} {align} {int(stack_top)}")
@@ -192,6 +194,7 @@ class _Graph:
     def struct(self, key: int, depth: int, ancestors: dict[int, int]) -> int:
         t = self.types.get(key)
         idx = self.obj(max(t.size, 64))
+        self.all_of.setdefault(key, []).append(idx)
         anc = {**ancestors, key: idx}
         self.fill(idx, 0, key, depth, anc)
         return idx
@@ -224,7 +227,50 @@ class _Graph:
                     self.ptr(idx, base + off, sub)
 
 
-def entry_lines(types: Types, function: str, symbols: dict[str, int]) -> tuple[list[str], str]:
+def variants() -> list[dict]:
+    """The catalogue of entry states (``resources/catalogue.toml``)."""
+    from verifier.generic.resources import tomllib
+
+    with open(resources.RESOURCES / "catalogue.toml", "rb") as f:
+        return tomllib.load(f).get("variant", []) or [{"name": "zeroed"}]
+
+
+def _field(types: Types, key: int, path: str) -> tuple[int, CType] | None:
+    """(offset, type) of a dotted member path in a struct, or None."""
+    off = 0
+    for part in path.split("."):
+        t = types.get(key)
+        hit = next(((o, k) for n, o, k in t.members if n == part), None)
+        if hit is None:
+            return None
+        off += hit[0]
+        key = hit[1]
+    return off, types.get(key)
+
+
+def _apply_variant(g: _Graph, types: Types, variant: dict) -> None:
+    for sname, fields in (variant.get("fields") or {}).items():
+        key = types.structs.get(sname)
+        if key is None:
+            continue
+        objs = g.all_of.get(key, [])
+        for path, value in fields.items():
+            hit = _field(types, key, path)
+            if hit is None:
+                continue
+            off, ft = hit
+            if isinstance(value, str):
+                value = dict(ft.enumerators).get(value)
+                if value is None:
+                    continue
+            if ft.kind not in ("int", "enum", "bool") or not ft.size:
+                continue
+            for idx in objs:
+                g.val(idx, off, ft.size, int(value))
+
+
+def entry_lines(types: Types, function: str, symbols: dict[str, int], variant: dict | None = None
+                ) -> tuple[list[str], str]:
     """Protocol lines building the arguments and the CPU; and a one-line description."""
     fn = types.functions.get(function)
     if fn is None:
@@ -246,11 +292,8 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int]) -> tuple[l
             raise ExploreError("more than six argument registers")
         if t.kind == "ptr" and t.target is not None and types.get(t.target).kind == "struct":
             tgt = types.get(t.target)
-            if t.target in g.by_type:
-                idx = g.by_type[t.target]
-            else:
-                idx = g.struct(t.target, 2, {})
-                g.by_type[t.target] = idx
+            idx = g.struct(t.target, 2, {})  # each argument its own object
+            g.by_type.setdefault(t.target, idx)
             if t.target == domain_key and domain_obj is None:
                 domain_obj = idx
             args.append(f"arg {reg} obj {idx}")
@@ -282,6 +325,9 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int]) -> tuple[l
         if cur is not None:
             g.ptr(idx, cur, vcpu)
         desc.append("current: a zeroed vCPU of that domain")
+    if variant:
+        _apply_variant(g, types, variant)
+        desc.append(variant.get("name", ""))
     return ["clear", *g.lines, *args, f"fn {function}"], "; ".join(desc)
 
 
@@ -360,16 +406,18 @@ class Driver:
                 spec = " ".join(" ".join(str(x) for x in a) for a in alts)
                 self.proc.call(f"stub {i} {spec}", record=False)
         self.setup: list[str] = []
+        self.setups: dict[str, list[str]] = {}  # per catalogue variant name
 
     def close(self) -> None:
         self.proc.close()
 
-    def prepare(self, function: str) -> str:
-        lines, desc = entry_lines(self.lifted.types, function, self.lifted.symbols)
+    def prepare(self, function: str, variant: dict | None = None) -> str:
+        lines, desc = entry_lines(self.lifted.types, function, self.lifted.symbols, variant)
         lo = self.lifted.symbols.get(function, 0)
         hi = self.lifted.symbols.get(f"{function}:end", lo + (1 << 20))
         lines.append(f"range {lo:#x} {hi:#x}")
         self.setup = lines
+        self.setups[variant.get("name", "") if variant else ""] = lines
         for ln in lines:
             self.proc.call(ln, record=False)
         return desc
@@ -382,35 +430,43 @@ class Driver:
 
 def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
             max_seconds: float = MAX_SECONDS) -> Exploration:
-    """Run ``function``'s paths through ``driver`` (fewest deviations first)."""
-    t0 = time.monotonic()
-    driver.prepare(function)
-    seen: set[tuple[int, ...]] = set()
-    frontier: list[tuple[int, int, tuple[int, ...]]] = [(0, 0, ())]
-    paths: list[PathResult] = []
-    complete = True
+    """Run ``function``'s paths through ``driver`` in every catalogue state (fewest
+    deviations first within each), sharing the budget."""
     import heapq
 
-    while frontier:
-        if len(paths) >= max_paths or time.monotonic() - t0 > max_seconds:
-            complete = False
-            break
-        _, _, script = heapq.heappop(frontier)
-        if script in seen:
-            continue
-        seen.add(script)
-        res = driver.run(script)
-        paths.append(res)
-        taken = [c.k for c in res.choices]
-        for i in range(len(script), len(res.choices)):
-            c = res.choices[i]
-            for j in range(c.n):
-                if j == c.k:
-                    continue
-                new = (*taken[:i], j)
-                if new not in seen:
-                    dev = sum(1 for x in new if x)
-                    heapq.heappush(frontier, (dev, len(new), new))
+    t0 = time.monotonic()
+    paths: list[PathResult] = []
+    complete = True
+    cat = variants()
+    for vi, variant in enumerate(cat):
+        driver.prepare(function, variant)
+        share_paths = (max_paths - len(paths)) // (len(cat) - vi)
+        share_secs = (max_seconds - (time.monotonic() - t0)) / (len(cat) - vi)
+        t1 = time.monotonic()
+        seen: set[tuple[int, ...]] = set()
+        frontier: list[tuple[int, int, tuple[int, ...]]] = [(0, 0, ())]
+        mine = 0
+        while frontier:
+            if mine >= share_paths or time.monotonic() - t1 > share_secs:
+                complete = False
+                break
+            _, _, script = heapq.heappop(frontier)
+            if script in seen:
+                continue
+            seen.add(script)
+            res = driver.run(script)
+            res.variant = vi
+            paths.append(res)
+            mine += 1
+            taken = [c.k for c in res.choices]
+            for i in range(len(script), len(res.choices)):
+                c = res.choices[i]
+                for j in range(c.n):
+                    if j == c.k:
+                        continue
+                    new = (*taken[:i], j)
+                    if new not in seen:
+                        heapq.heappush(frontier, (sum(1 for x in new if x), len(new), new))
     return Exploration(function=function, paths=paths, complete=complete,
                        seconds=time.monotonic() - t0)
 

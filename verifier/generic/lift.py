@@ -75,8 +75,8 @@ class Lifted:
         return {s.name: i for i, s in enumerate(self.stubs)}
 
 
-def userspace_argv(argv: tuple[str, ...] | list[str], overlay: Path, opt: str = "-O0"
-                   ) -> list[str]:
+def userspace_argv(argv: tuple[str, ...] | list[str], overlay: Path, opt: str = "-O0",
+                   coverage: bool = True) -> list[str]:
     """The unit's compiler command for userspace: source and output removed."""
     out: list[str] = []
     skip = False
@@ -103,7 +103,8 @@ def userspace_argv(argv: tuple[str, ...] | list[str], overlay: Path, opt: str = 
         out.append(a)
     if not seen_include:
         out.append(f"-I{overlay}")
-    return [*out, opt, "-g", "-w", "-fno-pic", *SAN, "-fsanitize-coverage=trace-pc"]
+    cov = ["-fsanitize-coverage=trace-pc"] if coverage else []
+    return [*out, opt, "-g", "-w", "-fno-pic", *SAN, *cov]
 
 
 def _run(cmd: list[str], cwd: Path, what: str, timeout: int = 300) -> str:
@@ -223,20 +224,25 @@ def lift(root: Path, source: str, argv: tuple[str, ...], cwd: Path, functions: l
 def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: Path,
            functions: list[str], tmp: Path, final: Path) -> Lifted:
     obj = tmp / "unit.o"
+    notes: list[str] = []
     base = None
     err = None
-    for opt in ("-O0", "-O1"):  # -O0 keeps paths exact; some asm constraints need -O1
-        base = userspace_argv(argv, OVERLAY, opt)
+    # -O0 keeps paths exact; block coverage (the return site) can overflow the byte-sized
+    # length fields of alternatives; some asm constraints need -O1.
+    for opt, cov in (("-O0", True), ("-O0", False), ("-O1", False)):
+        base = userspace_argv(argv, OVERLAY, opt, cov)
         try:
             _run([*base, "-c", str(src_path), "-o", str(obj)], cwd, f"compile {source}")
             err = None
+            if not cov:
+                notes.append(f"compiled {opt} without block coverage: return sites are "
+                             "the last call before the return")
             break
         except LiftError as e:
             err = e
     if err is not None:
         raise err
     assert base is not None
-    notes: list[str] = []
     types = dwarf.load(obj)
     defined = {n: t for t, n in _nm(obj, "--defined-only")}
     callable_fns = []
@@ -279,8 +285,8 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
     (tmp / "stubs.c").write_text(stubs.render(stub_list, callable_fns))
     (tmp / "runtime.c").write_text(_render("runtime.c.j2", nstubs=len(stub_list)))
     (tmp / "probe.c").write_text(PROBE)
-    _run([*base, "-c", "probe.c", "-o", "probe.o"], tmp, "compile the layout probe",
-         timeout=120)
+    _run([*base, "-c", str(tmp / "probe.c"), "-o", str(tmp / "probe.o")], cwd,
+         "compile the layout probe", timeout=120)
     hcc = ["gcc", "-g", "-O1", "-w", *SAN]
     _run([*hcc, "-c", "runtime.c", "-o", "runtime.o"], tmp, "compile the runtime")
     _run([*hcc, "-c", "stubs.c", "-o", "stubs.o"], tmp, "compile the stubs")
@@ -322,7 +328,8 @@ def _makefile(base: list[str], src: Path, cwd: Path, hcc: list[str]) -> str:
         f"\tcd {shlex.quote(str(cwd))} && {shlex.join(base)} -c {shlex.quote(str(src))} "
         "-o $(CURDIR)/unit.o\n"
         "probe.o: probe.c\n"
-        f"\t{shlex.join(base)} -c probe.c -o probe.o\n"
+        f"\tcd {shlex.quote(str(cwd))} && {shlex.join(base)} -c $(CURDIR)/probe.c "
+        "-o $(CURDIR)/probe.o\n"
         "%.o: %.c\n"
         f"\t{shlex.join([*hcc, '-c'])} $< -o $@\n"
     )

@@ -4,7 +4,7 @@ Preparing a tree runs ``make defconfig`` (plus a fragment enabling what reviewer
 about), then only the steps of the hypervisor's own link recipe that generate headers
 (``compile.h``, the compat headers, ``asm-macros.h``, ``asm-offsets.h``, ...): the recipe of
 the ``$(TARGET)`` rule in ``xen/Makefile``, without its last line, which builds the
-hypervisor. Reading the steps from the tree keeps every era right (Rules.mk before 4.15,
+hypervisor. Reading the steps from the tree keeps every era right (Rules.mk before 4.17,
 Kbuild-style since) without a table of versions.
 
 The generated files are cached under ``build/<key>/`` (temp dir + rename): the key hashes
@@ -41,7 +41,7 @@ from verifier.model import Checkout, VerifyError
 Progress = Callable[[str], None]
 
 # Bump when the preparation or the entry layout changes: old entries are then ignored.
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"
 MARKER = ".xen-verify-prepared.json"  # in xen/: the key and the files preparation made
 # Kconfig symbols set on top of defconfig where the tree has them (olddefconfig drops any
 # whose dependencies fail): the code reviewers care about, built and type-checked.
@@ -62,6 +62,10 @@ class UnitCommand:
     source: str  # tree-relative path, e.g. "xen/arch/x86/mm.c"
     argv: tuple[str, ...]  # the exact compiler command the tree's build uses for its .o
     cwd: Path  # directory the command runs in
+    # The .c the command compiles (tree-relative): ``source`` itself, or the unit that
+    # #includes it (4.17+ shadow/guest_4.c includes multi.c), and the object it builds.
+    unit: str = ""
+    object: str = ""
 
     def compile_argv(self, output: Path) -> list[str]:
         """The command writing its object to ``output`` and no dependency files in the tree."""
@@ -92,28 +96,33 @@ class PreparedTree:
     entry: Path | None = None  # the cache entry (build/<key>)
     cached: bool = False  # restored from the cache (True) or prepared now (False)
     cpu_seconds: float = 0.0  # CPU time of the preparation's child processes (0 on a hit)
-    era: str = ""  # "kbuild" (single-target rules in xen/Makefile) or "rules.mk"
-    _commands: dict[str, UnitCommand | None] = field(
+    era: str = ""  # "rules.mk" (xen/Makefile runs `-f Rules.mk _build`: before 4.17), "kbuild"
+    _commands: dict[str, tuple[UnitCommand, ...]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, compare=False, hash=False, repr=False)
 
     def unit_command(self, source: str) -> UnitCommand | None:
-        """The command the tree's build compiles ``source`` (tree-relative ``.c``) with.
+        """The command the tree's build compiles ``source`` (tree-relative ``.c``) with:
+        the first of :meth:`unit_commands`. None when the tree is not prepared or its
+        build has no command for that file."""
+        cmds = self.unit_commands(source)
+        return cmds[0] if cmds else None
 
-        None when the tree is not prepared or its build has no command for that file.
-        """
+    def unit_commands(self, source: str) -> tuple[UnitCommand, ...]:
+        """Every command that compiles ``source``: one per object built from it (shadow's
+        multi.c is built once per guest paging level), through the file that #includes
+        it when it is not a unit of its own. Recorded once per cache entry."""
         if not self.ok:
-            return None
-        source = source.lstrip("./")
+            return ()
+        source = source.removeprefix("./")
         with self._lock:
-            if source in self._commands:
-                return self._commands[source]
-            cmd = _cached_command(self, source)
-            if cmd is None and self.entry is not None:
-                cmd = _record_command(self, source)
-            self._commands[source] = cmd
-            return cmd
+            if source not in self._commands:
+                cmds = _cached_commands(self, source)
+                if cmds is None:
+                    cmds = _record_commands(self, source)
+                self._commands[source] = cmds
+            return self._commands[source]
 
 
 # --------------------------------------------------------------------------- keys
@@ -211,7 +220,7 @@ def prepare_tree(root: Path, cache: Path, progress: Progress | None = None) -> P
     if not (xen / "Makefile").is_file():
         return PreparedTree(root, False, "the tree has no xen/Makefile", "")
     key = content_key(root)
-    era = "kbuild" if _single_target_rules(xen) else "rules.mk"
+    era = "rules.mk" if _rules_mk_build(xen) else "kbuild"
     entry = cache / "build" / key
     mark = _marker(xen)
     if mark.get("key") == key and mark.get("ok"):
@@ -231,7 +240,9 @@ def prepare_tree(root: Path, cache: Path, progress: Progress | None = None) -> P
     ok, reason = _run_preparation(xen)
     cpu = _child_cpu() - t0
     after = _snapshot(xen)
-    generated = sorted(p for p, st in after.items() if before.get(p) != st)
+    # A tree prepared before (its marker) keeps what that preparation made, too.
+    generated = sorted({p for p, st in after.items() if before.get(p) != st}
+                       | (set(mark.get("generated", ())) & set(after)))
     _store(cache, entry, root, generated, ok, reason, cpu)
     _write_marker(xen, key, generated, ok)
     return PreparedTree(root, ok, reason, key, entry, cached=False, cpu_seconds=cpu, era=era)
@@ -242,20 +253,17 @@ def _child_cpu() -> float:
     return t.children_user + t.children_system
 
 
-def _single_target_rules(xen: Path) -> bool:
-    try:
-        text = (xen / "Makefile").read_text(errors="replace")
-    except OSError:
-        return False
-    return re.search(r"^%\.o %\.i %\.s: %\.c", text, re.M) is not None
-
-
 def _make_env() -> dict[str, str]:
     env = dict(os.environ)
     for var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "O", "KBUILD_OUTPUT", "V", "CROSS_COMPILE",
                 "XEN_TARGET_ARCH", "CC", "CFLAGS", "EXTRA_CFLAGS_XEN_CORE"):
         env.pop(var, None)
     env["LC_ALL"] = "C"
+    # 4.11-4.13 run `$(PYTHON) ?= python`; Debian has no `python`, and their scripts are
+    # Python 3 already (before 4.11 they are not: that preparation fails and says so).
+    python3 = shutil.which("python3")
+    if python3:
+        env["PYTHON"] = python3
     # compile.h records these: fixed, so that prepared trees do not differ by who built them.
     env.setdefault("XEN_WHOAMI", "xen-verify")
     env.setdefault("XEN_DOMAIN", "localdomain")
@@ -269,15 +277,26 @@ def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProc
 
 
 def _last_error(output: str) -> str:
-    """The line of a failed step's output that says why."""
+    """The line of a failed step's output that says why, and what it means when known."""
+    why = _first_error(output)
+    if "SyntaxError" in output and re.search(r"print\b", output):
+        script = re.findall(r'File "([^"]+\.py)"', output)
+        name = f" ({Path(script[-1]).name})" if script else ""
+        why += (f"; the tree's build scripts{name} are Python 2, and this machine's python "
+                "is Python 3")
+    return why
+
+
+def _first_error(output: str) -> str:
+    make_noise = re.compile(r"^make(?:\[\d+\])?: (?:\*\*\*|Leaving|Entering|Nothing)")
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    lines = [ln for ln in lines if not re.match(r"make(\[\d+\])?: (Leaving|Entering)", ln)]
-    for pat in (r"\berror\b", r"Error|Traceback|not found|No such file|SyntaxError"):
-        hits = [ln for ln in lines
-                if re.search(pat, ln) and not re.match(r"make(\[\d+\])?: \*\*\*", ln)]
+    own = [ln for ln in lines if not make_noise.match(ln)]
+    for pat in (r"(?i)\berror\b", r"Traceback|not found|No such file|nonexistent|[Cc]annot|"
+                r"denied|SyntaxError"):
+        hits = [ln for ln in own if re.search(pat, ln)]
         if hits:
             return hits[0][:300]
-    return (lines[-1] if lines else "no output")[:300]
+    return ((own or lines)[-1] if lines else "no output")[:300]
 
 
 def _target_recipe(xen: Path) -> list[str]:
@@ -299,6 +318,33 @@ def _target_recipe(xen: Path) -> list[str]:
         recipe.append(logical)
         j += 1
     return recipe
+
+
+def _rules_mk_build(xen: Path) -> bool:
+    """Whether xen/Makefile runs its build as ``$(MAKE) -f Rules.mk _build`` (before 4.17):
+    the $(TARGET) recipe then runs with Rules.mk read first."""
+    try:
+        text = (xen / "Makefile").read_text(errors="replace")
+    except OSError:
+        return False
+    return re.search(r"^\t\$\(MAKE\) -f Rules\.mk _\$@", text, re.M) is not None
+
+
+def _entry(xen: Path, mk_path: str, target: str) -> str:
+    """The goal to give ``make -f Makefile -f <ours>`` to reach ``target`` the way the
+    build reaches $(TARGET): directly (Kbuild era), or through ``build::``'s prerequisites
+    and ``$(MAKE) -f Rules.mk`` (before 4.17: Makefile exports what Rules.mk needs).
+    Appends the outer rule to our makefile when one is needed."""
+    if not _rules_mk_build(xen):
+        return target
+    text = (xen / "Makefile").read_text(errors="replace")
+    m = re.search(r"^build install\s*::\s*(\S[^\n]*)$", text, re.M)
+    first = m.group(1).strip() if m else ""
+    with open(mk_path, "a") as f:
+        f.write(f"\n.PHONY: xen-verify-outer-{target}\n"
+                f"xen-verify-outer-{target}: {first}\n"
+                f"\t$(MAKE) -f Rules.mk -f {mk_path} {target}\n")
+    return f"xen-verify-outer-{target}"
 
 
 def _prerequisites(xen: Path) -> str:
@@ -332,10 +378,10 @@ def _run_preparation(xen: Path) -> tuple[bool, str]:
         if len(recipe) < 2:
             return False, "xen/Makefile has no $(TARGET) recipe to take the header steps from"
         steps = recipe[:-1]
-        mk = _prepare_makefile(_prerequisites(xen), steps)
-        mk_path = _temp_makefile(mk)
+        mk_path = _temp_makefile(_prepare_makefile(_prerequisites(xen), steps))
         try:
-            r = _run(["make", "-f", "Makefile", "-f", mk_path, "xen-verify-prepare"], xen, left())
+            r = _run(["make", "-f", "Makefile", "-f", mk_path,
+                      _entry(xen, mk_path, "xen-verify-prepare")], xen, left())
         finally:
             os.unlink(mk_path)
         if r.returncode:
@@ -476,62 +522,159 @@ def _command_file(tree: PreparedTree, source: str) -> Path:
     return tree.entry / "commands" / (hashlib.sha1(source.encode()).hexdigest()[:20] + ".json")
 
 
-def _cached_command(tree: PreparedTree, source: str) -> UnitCommand | None:
+def _cached_commands(tree: PreparedTree, source: str) -> tuple[UnitCommand, ...] | None:
     if tree.entry is None:
         return None
     try:
         data = json.loads(_command_file(tree, source).read_text())
-    except (OSError, ValueError):
+        root = str(tree.root)
+        return tuple(
+            UnitCommand(source=source, argv=tuple(a.replace(ROOT_TOKEN, root) for a in c["argv"]),
+                        cwd=Path(c["cwd"].replace(ROOT_TOKEN, root)), unit=c["unit"],
+                        object=c["object"])
+            for c in data["commands"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    root = str(tree.root)
-    return UnitCommand(source=source, argv=tuple(a.replace(ROOT_TOKEN, root) for a in data["argv"]),
-                       cwd=Path(data["cwd"].replace(ROOT_TOKEN, root)))
 
 
-def _record_command(tree: PreparedTree, source: str) -> UnitCommand | None:
-    """``make -n V=1`` for the unit's object, in the prepared tree; stored in the entry."""
-    cmd = unit_command_from_make(tree.root, source, tree.era)
-    if cmd is None or tree.entry is None:
-        return cmd
+def _record_commands(tree: PreparedTree, source: str) -> tuple[UnitCommand, ...]:
+    """``make -n V=1`` for each object built from ``source``; stored in the entry."""
+    pairs = objects_for(tree.root / "xen", source)
+    found = unit_commands_from_make(tree.root, pairs, tree.era)
+    cmds = [UnitCommand(source=source, argv=c.argv, cwd=c.cwd, unit=unit, object=obj)
+            for (obj, unit), c in zip(pairs, found, strict=True) if c is not None]
+    if tree.entry is None or not (tree.entry / "meta.json").is_file():
+        return tuple(cmds)
     root = str(tree.root)
-    data = {"source": source, "argv": [a.replace(root, ROOT_TOKEN) for a in cmd.argv],
-            "cwd": str(cmd.cwd).replace(root, ROOT_TOKEN)}
+    data = {"source": source, "commands": [
+        {"argv": [a.replace(root, ROOT_TOKEN) for a in c.argv],
+         "cwd": str(c.cwd).replace(root, ROOT_TOKEN), "unit": c.unit, "object": c.object}
+        for c in cmds]}
     path = _command_file(tree, source)
     with contextlib.suppress(OSError):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
-    return cmd
+    return tuple(cmds)
 
 
-def unit_command_from_make(root: Path, source: str, era: str) -> UnitCommand | None:
-    """The compiler command of ``source``'s object, as ``make -n V=1`` prints it."""
-    if not source.startswith("xen/") or not source.endswith(".c"):
-        return None
-    xen = root / "xen"
+MAX_VARIANTS = 4
+INCLUDE_C_RE = re.compile(r'^\s*#\s*include\s*["<]([^">]+\.c)[">]', re.M)
+
+
+def _makefile_objects(d: Path) -> tuple[set[str], str]:
+    try:
+        text = (d / "Makefile").read_text(errors="replace")
+    except OSError:
+        return set(), ""
+    return set(re.findall(r"(?<![\w/.$-])([\w.-]+\.o)\b", text)), text
+
+
+def objects_for(xen: Path, source: str, depth: int = 0) -> list[tuple[str, str]]:
+    """(object, compiled .c) pairs, tree-relative, that the build makes from ``source``.
+
+    A file its directory's Makefile names as an object is a unit of its own. Otherwise:
+    a pattern rule building several objects from it (``guest_%.o: multi.c``, before 4.17),
+    or the units that #include it (``guest_4.c``: ``#include "multi.c"``). With neither,
+    the object of its own name, which the build may not configure.
+    """
     rel = source[len("xen/"):]
-    obj = rel[:-2] + ".o"
+    d_rel, _, name = rel.rpartition("/")
+    d = xen / d_rel
+    stem = name[:-2]
+    own = [(f"xen/{d_rel}/{stem}.o" if d_rel else f"xen/{stem}.o", source)]
+    objs, text = _makefile_objects(d)
+    if f"{stem}.o" in objs:
+        return own
+    out: list[tuple[str, str]] = []
+    for m in re.finditer(rf"^(?:\$\(obj\)/)?([\w.-]*)%([\w.-]*)\.o\s*:[^\n]*?"
+                         rf"(?:\$\(src\)/|\s){re.escape(name)}\b", text, re.M):
+        pre, post = m.group(1), m.group(2)
+        for o in sorted(objs):
+            if o.startswith(pre) and o.endswith(post + ".o") and len(o) > len(pre + post) + 2:
+                out.append((f"xen/{d_rel}/{o}" if d_rel else f"xen/{o}", source))
+    if not out and depth < 2:
+        target = (xen.parent / source).resolve()
+        for dirpath, _dirs, files in os.walk(xen):
+            for f in files:
+                if not f.endswith(".c"):
+                    continue
+                p = Path(dirpath, f)
+                try:
+                    text_c = p.read_text(errors="replace")
+                except OSError:
+                    continue
+                if f"{name}" not in text_c:
+                    continue
+                for inc in INCLUDE_C_RE.findall(text_c):
+                    if (p.parent / inc).resolve() == target:
+                        includer = p.relative_to(xen.parent).as_posix()
+                        out.extend(objects_for(xen, includer, depth + 1))
+    seen: list[tuple[str, str]] = []
+    for pair in out:
+        if pair not in seen:
+            seen.append(pair)
+    return seen[:MAX_VARIANTS] or own
+
+
+def unit_commands_from_make(root: Path, pairs: list[tuple[str, str]],
+                            era: str) -> list[UnitCommand | None]:
+    """For each (object, .c) pair, tree-relative, the command compiling the .c into the
+    object, as one ``make -n V=1`` run over all the objects prints it."""
+    pairs = [(o, u) for o, u in pairs if u.startswith("xen/") and u.endswith(".c")
+             and o.startswith("xen/")]
+    if not pairs:
+        return []
+    xen = root / "xen"
+    objs = [o[len("xen/"):] for o, _ in pairs]
     if era == "kbuild":
-        argv = ["make", "-n", "-w", "V=1", obj]
+        argv = ["make", "-n", "-w", "-k", "V=1", *objs]
         mk_path = None
     else:
-        d, _, name = obj.rpartition("/")
-        mk = ("xen-verify-unit:\n"
-              f"\t$(MAKE) -f $(BASEDIR)/Rules.mk -C {d or '.'} {name}\n")
-        mk_path = _temp_makefile(mk)
-        argv = ["make", "-n", "-w", "-f", "Makefile", "-f", mk_path, "xen-verify-unit"]
+        lines = []
+        for obj in objs:
+            d, _, name = obj.rpartition("/")
+            lines.append(f"\t-$(MAKE) -f $(BASEDIR)/Rules.mk -C {d or '.'} {name}\n")
+        mk_path = _temp_makefile("xen-verify-unit:\n" + "".join(lines))
+        argv = ["make", "-n", "-w", "-k", "-f", "Makefile", "-f", mk_path,
+                _entry(xen, mk_path, "xen-verify-unit")]
     try:
         r = _run(argv, xen, 300)
     except (OSError, subprocess.TimeoutExpired):
-        return None
+        return [None] * len(pairs)
     finally:
         if mk_path:
             os.unlink(mk_path)
-    return parse_compile_command(r.stdout, source, root)
+    return [parse_compile_command(r.stdout, unit, root, obj) for obj, unit in pairs]
 
 
-def parse_compile_command(output: str, source: str, root: Path) -> UnitCommand | None:
+def unit_command_from_make(root: Path, source: str, era: str,
+                           obj: str = "") -> UnitCommand | None:
+    """The compiler command of ``source``'s object (default ``<source>.o``), as
+    ``make -n V=1`` prints it."""
+    found = unit_commands_from_make(root, [(obj or source[:-2] + ".o", source)], era)
+    return found[0] if found else None
+
+
+def _builds(words: list[str], here: Path, obj: Path) -> bool:
+    """Whether a compiler command's ``-o``/``-MQ`` names ``obj`` (Kbuild writes
+    ``.name.o.tmp`` and names the object with ``-MQ``)."""
+    for flag in ("-o", "-MQ", "-MT"):
+        for i, w in enumerate(words[:-1]):
+            if w != flag:
+                continue
+            p = Path(os.path.normpath(here / words[i + 1]))
+            name = p.name
+            if name.startswith(".") and name.endswith(".tmp"):
+                name = name[1:-4]
+            if p.with_name(name) == obj:
+                return True
+    return False
+
+
+def parse_compile_command(output: str, source: str, root: Path,
+                          obj: str = "") -> UnitCommand | None:
     """The compiler invocation compiling ``source`` in make's dry-run output.
 
     Tracks ``make: Entering directory`` for the directory each command runs in, and
@@ -563,6 +706,8 @@ def parse_compile_command(output: str, source: str, root: Path) -> UnitCommand |
             if not words or not COMPILERS.match(words[0]) or "-c" not in words:
                 continue
             here = dirs[-1]
+            if obj and not _builds(words, here, Path(os.path.normpath(root / obj))):
+                continue
             for w in words[1:]:
                 if w.endswith(".c") and not w.startswith("-") and (here / w).resolve() == target:
                     return UnitCommand(source=source, argv=tuple(words), cwd=here)
@@ -583,14 +728,15 @@ def _split_commands(tokens: list[str]) -> Iterator[list[str]]:
 # --------------------------------------------------------------------------- pairs
 
 
-def export_commit(co: Checkout, commit: str, dest: Path) -> Path:
-    """``commit``'s build inputs (xen/, Config.mk, config/) into ``dest``, via git archive."""
-    listed = subprocess.run(["git", "-C", str(co.path), "ls-tree", "--name-only", commit,
+def export_commit(repo: Path, commit: str, dest: Path) -> Path:
+    """``commit``'s build inputs (xen/, Config.mk, config/) into ``dest`` (created), via
+    git archive from ``repo`` (a worktree or a git directory): nothing in it changes."""
+    listed = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", commit,
                              "--", *EXPORT_PATHS], capture_output=True, text=True, check=False)
     paths = [p for p in listed.stdout.splitlines() if p]
     if listed.returncode or "xen" not in paths:
         raise VerifyError(f"cannot read {commit[:12]}'s tree: {listed.stderr.strip() or 'no xen/'}")
-    out = subprocess.run(["git", "-C", str(co.path), "archive", "--format=tar", commit, "--",
+    out = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit, "--",
                           *paths], capture_output=True, check=False)
     if out.returncode:
         raise VerifyError(f"cannot read {commit[:12]}'s tree: {out.stderr.decode().strip()}")
@@ -629,7 +775,7 @@ def prepared_pair(co: Checkout, cache: Path,
         base_root = _base_dir(co, cache)
         if not (base_root / "xen").is_dir():
             base_root.parent.mkdir(parents=True, exist_ok=True)
-            export_commit(co, co.commit, base_root)
+            export_commit(Path(co.path), co.commit, base_root)
         _BASES[key] = base_root
     base = prepare_tree(base_root, cache, progress)
     patched = prepare_tree(Path(co.path), cache, progress)
@@ -658,12 +804,16 @@ class Diagnostic:
     message: str
     option: str = ""  # "-Wunused-variable" (from "[-Werror=unused-variable]" too)
     function: str = ""  # the "In function 'f':" it was reported under
+    promoted: bool = False  # a warning -Werror made an error ("[-Werror=...]")
 
     @property
     def location(self) -> str:
         return f"{self.file}:{self.line}"
 
     def text(self) -> str:
+        """As gcc printed it, the path tree-relative and without the column."""
+        if self.promoted:
+            return f"{self.location}: error: {self.message} [-Werror={self.option[2:]}]"
         opt = f" [{self.option}]" if self.option else ""
         return f"{self.location}: {self.kind}: {self.message}{opt}"
 
@@ -680,6 +830,7 @@ class CompileResult:
     output: str  # the compiler's stderr, trimmed
     seconds: float = 0.0
     argv: tuple[str, ...] = ()
+    cached: bool = False  # the same compile's result, kept in the cache entry
 
     @property
     def errors(self) -> tuple[Diagnostic, ...]:
@@ -706,10 +857,11 @@ def parse_diagnostics(output: str, cwd: Path, root: Path) -> list[Diagnostic]:
         if m:
             opt = m.group("opt") or ""
             kind = "error" if m.group("kind") in ("error", "fatal error") else "warning"
-            if opt.startswith("-Werror="):
+            promoted = opt.startswith("-Werror=")
+            if promoted:
                 opt, kind = "-W" + opt[len("-Werror="):], "warning"
             out.append(Diagnostic(_tree_path(m.group("file"), cwd, root), int(m.group("line")),
-                                  kind, m.group("msg"), opt, func))
+                                  kind, m.group("msg"), opt, func, promoted))
             continue
         m = TOOL_RE.match(line)
         if m and "all warnings being treated as errors" not in m.group("msg"):
@@ -726,11 +878,67 @@ def _tree_path(name: str, cwd: Path, root: Path) -> str:
     return name
 
 
-def compile_unit(tree: PreparedTree, source: str, timeout: float = 300) -> CompileResult:
-    """Compile ``source`` with the tree's own command, the object to a temporary file."""
-    cmd = tree.unit_command(source)
-    if cmd is None:
-        raise VerifyError(f"the tree's build has no compiler command for {source}")
+def _result_file(tree: PreparedTree, cmd: UnitCommand) -> Path | None:
+    """Where a compile's result is kept: by the entry (headers, flags, toolchain), the
+    command and the text of the .c files it reads (its unit, the touched file, the .c files
+    they #include). None when the tree has no cache entry."""
+    if tree.entry is None or not (tree.entry / "meta.json").is_file():
+        return None
+    root = str(tree.root)
+    h = hashlib.sha256()
+    h.update(json.dumps([a.replace(root, ROOT_TOKEN) for a in cmd.argv]).encode())
+    h.update(str(cmd.cwd).replace(root, ROOT_TOKEN).encode())
+    files = {cmd.source, cmd.unit or cmd.source}
+    for rel in list(files):
+        p = tree.root / rel
+        with contextlib.suppress(OSError):
+            for inc in INCLUDE_C_RE.findall(p.read_text(errors="replace")):
+                with contextlib.suppress(ValueError):
+                    files.add((p.parent / inc).resolve().relative_to(tree.root).as_posix())
+    for rel in sorted(files):
+        _hash_file(h, rel, tree.root / rel)
+    return tree.entry / "results" / (h.hexdigest()[:32] + ".json")
+
+
+def _load_result(path: Path | None, cmd: UnitCommand, root: Path) -> CompileResult | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text())
+        diags = tuple(Diagnostic(**d) for d in data["diagnostics"])
+        return CompileResult(cmd.source, data["returncode"], diags,
+                             data["output"].replace(ROOT_TOKEN, str(root)), data["seconds"],
+                             cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_result(path: Path | None, result: CompileResult, root: Path) -> None:
+    if path is None or result.returncode < 0:  # a timeout is not a result
+        return
+    data = {"returncode": result.returncode, "seconds": result.seconds,
+            "output": result.output.replace(str(root), ROOT_TOKEN),
+            "diagnostics": [d.__dict__ for d in result.diagnostics]}
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+
+
+def compile_command(tree: PreparedTree, cmd: UnitCommand, timeout: float = 300) -> CompileResult:
+    """Run one recorded command, its object to a temporary file; messages tree-relative.
+    A compile of the same text with the same command under the same entry is reused."""
+    keep = _result_file(tree, cmd)
+    known = _load_result(keep, cmd, tree.root)
+    if known is not None:
+        return known
+    result = _run_compile(tree, cmd, timeout)
+    _save_result(keep, result, tree.root)
+    return result
+
+
+def _run_compile(tree: PreparedTree, cmd: UnitCommand, timeout: float) -> CompileResult:
     with tempfile.TemporaryDirectory(prefix="xen-verify-cc-") as tmp:
         argv = cmd.compile_argv(Path(tmp) / "unit.o")
         t0 = time.monotonic()
@@ -738,11 +946,34 @@ def compile_unit(tree: PreparedTree, source: str, timeout: float = 300) -> Compi
             r = subprocess.run(argv, cwd=cmd.cwd, env=_make_env(), capture_output=True,
                                text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
-            return CompileResult(source, -1, (), f"compiler timed out after {timeout:.0f} s",
+            return CompileResult(cmd.source, -1, (), f"compiler timed out after {timeout:.0f} s",
                                  timeout, tuple(argv))
+        except OSError as e:
+            raise VerifyError(f"cannot run the compiler for {cmd.source}: {e}") from None
         secs = time.monotonic() - t0
     diags = parse_diagnostics(r.stderr, cmd.cwd, tree.root)
-    return CompileResult(source, r.returncode, tuple(diags), r.stderr[-8000:], secs, tuple(argv))
+    return CompileResult(cmd.source, r.returncode, tuple(diags), r.stderr[-8000:], secs,
+                         tuple(argv))
+
+
+def compile_unit(tree: PreparedTree, source: str, timeout: float = 300) -> CompileResult:
+    """Compile ``source`` with the tree's own command(s): every object built from it, the
+    messages merged (one copy of a message every variant gives)."""
+    cmds = tree.unit_commands(source)
+    if not cmds:
+        raise VerifyError(f"the tree's build has no compiler command for {source}")
+    results = [compile_command(tree, c, timeout) for c in cmds]
+    if len(results) == 1:
+        return results[0]
+    diags: list[Diagnostic] = []
+    for r in results:
+        for d in r.diagnostics:
+            if d not in diags:
+                diags.append(d)
+    rc = next((r.returncode for r in results if r.returncode), 0)
+    return CompileResult(source, rc, tuple(diags), "\n".join(r.output for r in results)[-8000:],
+                         sum(r.seconds for r in results), results[0].argv,
+                         all(r.cached for r in results))
 
 
 def new_diagnostics(base: CompileResult | None, patched: CompileResult) -> list[Diagnostic]:
@@ -764,10 +995,12 @@ __all__ = [
     "Diagnostic",
     "PreparedTree",
     "UnitCommand",
+    "compile_command",
     "compile_unit",
     "content_key",
     "export_commit",
     "new_diagnostics",
+    "objects_for",
     "parse_compile_command",
     "parse_diagnostics",
     "prepare_tree",

@@ -69,11 +69,11 @@ SCHEMA_TABLE = """\
 | `runs[].apply.patched_commit` | the commit holding the patched tree, or `null` |
 | `runs[].checks[]` | one per property checked |
 | `runs[].checks[].pack` | the check pack that ran it (`m2p-strict`), or `generic` |
-| `runs[].checks[].id`, `.title` | `P1` ... `P9` and what the property says |
+| `runs[].checks[].id`, `.title` | `P1` ... `P9` (m2p-strict), `BUILD` (generic), and what the property says |
 | `runs[].checks[].base`, `.patched` | `pass`, `fail`, `error` (the tool could not run it) or `n/a`: before the patch and with it (already-applied: the tree as it is) |
 | `runs[].checks[].change` | `REGRESSION` (pass -> fail), `fixed` (fail -> pass), `fails as on base`, `fail`, `pass`, `error`, `n/a` |
 | `runs[].checks[].detail` | one line |
-| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output |
+| `runs[].checks[].evidence` | `null` or `{trace, state, locations, output}`: the shortest failing trace (operations in order), the state that went wrong, tree `file:line`s, harness output; BUILD: the compiler's messages (`file:line: error/warning: ...`), their locations, the compiler's output |
 | `runs[].checks[].findings[]` | `{title, text, table}`; `table` is a list of rows, the first the header (P4: pages walked) |
 | `runs[].verdict` | this ref's verdict (values as `verdict`) |
 | `runs[].notes[]` | remarks: why no check ran, what the tree lacks |

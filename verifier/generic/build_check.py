@@ -100,7 +100,7 @@ def _unit(base: PreparedTree | None, patched: PreparedTree, source: str) -> Unit
         if new_err:
             what.append(f"{len(new_err)} error(s)")
         if new_warn:
-            what.append(f"{len(new_warn)} new warning(s), errors under the tree's -Werror")
+            what.append(f"{len(new_warn)} new warning(s) (errors under the tree's -Werror)")
         return UnitOutcome(source, b_out, Outcome.FAIL,
                            f"{source}: {', '.join(what)}; first: {_short(first)}",
                            evidence, locations, output, secs)
@@ -109,7 +109,8 @@ def _unit(base: PreparedTree | None, patched: PreparedTree, source: str) -> Unit
                            f"{source}: does not compile on base either ({_short(p.errors[0])})",
                            [d.text() for d in p.errors[:5]], [d.location for d in p.errors[:5]],
                            p.output, secs)
-    line = f"{source}: compiles ({p.seconds:.1f} s)"
+    took = " (same text compiled before)" if p.cached else f" ({p.seconds:.1f} s)"
+    line = f"{source}: compiles{took}"
     if old:
         line += f"; {len(old)} warning(s) this compiler raises on base too, not the patch's"
     if b_out is Outcome.NA and base is not None:

@@ -509,6 +509,18 @@ def _restore(entry: Path, root: Path) -> None:
             if p.is_symlink() or p.is_file():
                 p.unlink()
         safe_extractall(tar, root, label=f"cached build {entry.name}", members=members)
+    # Generated files may name the tree they were generated in (asm-macros.h has an
+    # absolute `.include`): point them at this tree.
+    meta = _read_meta(entry) or {}
+    old = str(meta.get("root") or "")
+    if old and old != str(root):
+        for m in members:
+            p = root / m.name
+            if m.isfile() and not p.is_symlink():
+                with contextlib.suppress(OSError):
+                    data = p.read_bytes()
+                    if old.encode() in data:
+                        p.write_bytes(data.replace(old.encode(), str(root).encode()))
 
 
 # --------------------------------------------------------------------------- unit commands

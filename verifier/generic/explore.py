@@ -248,7 +248,13 @@ def _field(types: Types, key: int, path: str) -> tuple[int, CType] | None:
     return off, types.get(key)
 
 
-def _apply_variant(g: _Graph, types: Types, variant: dict) -> None:
+def _apply_variant(g: _Graph, types: Types, variant: dict, symbols: dict[str, int]) -> None:
+    for sym, sname in (variant.get("globals") or {}).items():
+        key = types.structs.get(sname)
+        addr = symbols.get(sym)
+        if key is None or not addr or not g.all_of.get(key):
+            continue
+        g.lines.append(f"w 2 0 {addr} 8 0 {g.all_of[key][0]}")
     for sname, fields in (variant.get("fields") or {}).items():
         key = types.structs.get(sname)
         if key is None:
@@ -326,7 +332,7 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int], variant: d
             g.ptr(idx, cur, vcpu)
         desc.append("current: a zeroed vCPU of that domain")
     if variant:
-        _apply_variant(g, types, variant)
+        _apply_variant(g, types, variant, symbols)
         desc.append(variant.get("name", ""))
     return ["clear", *g.lines, *args, f"fn {function}"], "; ".join(desc)
 

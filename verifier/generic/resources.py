@@ -2,7 +2,8 @@
 
 One file per family. Each ``[[acquire]]``/``[[release]]`` names the functions (the
 external symbols, or the overlay's hook names for static inline fast paths), how the
-resource is keyed (``arg0``, ``arg0,arg1``, ``rv``, ``rv&page``, ``sym:NAME``), when
+resource is keyed (``arg0``, ``arg0,arg1``, ``rv``, ``rv&page``, ``sym:NAME``,
+``const:NAME`` for one count per family), when
 an acquire holds (``always``, ``rc != 0``, ``rc == 0``) and the return alternatives
 the driver should try. ``[[query]]`` only sets return alternatives. A callee the model
 lacks gets alternatives from its type (``explore.type_alternatives``).
@@ -100,6 +101,8 @@ def key_of(spec: str, args: tuple[int, ...], rv: int, symbols: dict[str, int]
         elif base.startswith("arg"):
             i = int(base[3:])
             v = args[i] if i < len(args) else 0
+        elif base.startswith("const:"):
+            v = sum(base.encode()) or 1
         elif base.startswith("sym:"):
             v = symbols.get(base[4:], 0) or hash(base)
         else:

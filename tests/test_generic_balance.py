@@ -12,7 +12,8 @@ from verifier.generic import balance, explore, lift, resources
 from verifier.generic.balance_check import touched_functions
 
 TOY = Path(__file__).resolve().parent / "c" / "generic"
-FUNCS = ["take_two", "lock_if_ready", "mapper", "uses_current", "double_take"]
+FUNCS = ["take_two", "lock_if_ready", "mapper", "uses_current", "double_take", "locks_page",
+         "page_lock"]
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -116,3 +117,15 @@ def test_touched_functions_by_body():
     b = b"int f(void)\n{\n    return 0;\n}\n\n\nint g(void)\n{\n    return 2;\n}\n"
     assert touched_functions(a, b) == ["g"]
     assert touched_functions(a, a) == []
+
+
+def test_modelled_function_defined_in_the_unit_is_a_stub_for_its_callers(lifted_pair):
+    good, bad = lifted_pair
+    ex, vs, contract = _judge(good, "locks_page")
+    # the unit's own page_lock (which fails on a zeroed page) is replaced by a choice
+    assert len(ex.paths) == 2 * len(explore.variants()) and vs == []
+    _, vb, _ = _judge(bad, "locks_page", contract)  # good as base: its contract holds
+    assert {v.kind for v in vb} == {"leak"} and all("page lock" in v.resource for v in vb)
+    # the definition itself stays callable (its real body runs)
+    ex, _, _ = _judge(good, "page_lock")
+    assert {p.rc for p in ex.paths} == {0}

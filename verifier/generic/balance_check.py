@@ -115,7 +115,15 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     vs = balance.violations(judged, contract or learnt, side.sym,
                             _describe(side.driver, side.sym))
     vs = [_with_replay(side, fn, v, i) for i, v in enumerate(vs)]
-    note = "" if ex.complete else f"budget reached after {len(ex.paths)} paths"
+    notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
+    unjudged = {k: sum(1 for p in ex.paths if p.outcome == k)
+                for k in ("bug", "null-state", "truncated")}
+    what = {"bug": "a BUG/ASSERT", "null-state": "a NULL field of the zeroed state",
+            "truncated": "the call budget"}
+    for k, n in unjudged.items():
+        if n:
+            notes.append(f"{n} path(s) ended on {what[k]} (not judged)")
+    note = ", ".join(notes)
     return len(ex.paths), vs, learnt, ex.seconds, note
 
 

@@ -36,6 +36,9 @@ MAX_OBJECTS = 1500
 ERRNO = {"EINVAL": 22, "ENOMEM": 12, "ENOENT": 2, "EFAULT": 14, "ERESTART": 85,
          "EBUSY": 16, "ESRCH": 3, "EPERM": 1, "EAGAIN": 11}
 INT_ALTERNATIVES = (0, -22, -12)
+# A fault below this address is a NULL pointer of the zeroed entry state (a field real
+# Xen has set): the path is not judged, like a BUG/ASSERT the stubs' answers led to.
+NULL_PAGE = 0x10000
 
 
 class ExploreError(Exception):
@@ -372,6 +375,8 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
             fault = _u64(p[1])
         elif p[0] == "S":
             outcome, fault = "crash", _u64(p[1])
+            if len(p) > 2 and _u64(p[2]) < NULL_PAGE:
+                outcome = "null-state"
         elif p[0] == "H":
             outcome = "hang"
         elif p[0] == "T":
@@ -381,8 +386,11 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
     err = reply.get("stderr", "")
     ex = reply.get("exit", 0)
     err = "\n".join(ln for ln in err.splitlines() if "swapcontext" not in ln)
-    if "runtime error" in err or "AddressSanitizer" in err or ex in (86, 87):
-        outcome = "sanitizer"
+    real = [ln for ln in err.splitlines() if "runtime error" in ln and "null pointer" not in ln]
+    if outcome != "null-state" and (real or "AddressSanitizer" in err or ex in (86, 87)):
+        m = re.search(r"SEGV on unknown address (0x[0-9a-f]+)", err)
+        outcome = "null-state" if m and int(m.group(1), 16) < NULL_PAGE and not real \
+            else "sanitizer"
     return PathResult(script=script, calls=calls, outcome=outcome, rc=rc, last_pc=last_pc,
                       prev_pc=prev_pc, fault=fault, stderr=err[:4000], privileged=priv)
 
@@ -419,8 +427,9 @@ class Driver:
 
     def prepare(self, function: str, variant: dict | None = None) -> str:
         lines, desc = entry_lines(self.lifted.types, function, self.lifted.symbols, variant)
-        lo = self.lifted.symbols.get(function, 0)
-        hi = self.lifted.symbols.get(f"{function}:end", lo + (1 << 20))
+        sym = self.lifted.entries.get(function, function)
+        lo = self.lifted.symbols.get(sym, 0)
+        hi = self.lifted.symbols.get(f"{sym}:end", lo + (1 << 20))
         lines.append(f"range {lo:#x} {hi:#x}")
         self.setup = lines
         self.setups[variant.get("name", "") if variant else ""] = lines

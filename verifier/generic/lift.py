@@ -28,7 +28,7 @@ from pathlib import Path
 
 import jinja2
 
-from verifier.generic import dwarf, stubs
+from verifier.generic import dwarf, resources, stubs
 
 TEMPLATES = Path(__file__).resolve().parent.parent.parent / "harness_templates" / "generic"
 OVERLAY = TEMPLATES / "overlay"
@@ -70,6 +70,7 @@ class Lifted:
     warn_rips: list[int] = field(default_factory=list)
     symbols: dict[str, int] = field(default_factory=dict)  # exe data/function addresses
     notes: list[str] = field(default_factory=list)
+    entries: dict[str, str] = field(default_factory=dict)  # function -> symbol called
 
     def stub_index(self) -> dict[str, int]:
         return {s.name: i for i, s in enumerate(self.stubs)}
@@ -245,7 +246,7 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
     assert base is not None
     types = dwarf.load(obj)
     defined = {n: t for t, n in _nm(obj, "--defined-only")}
-    callable_fns = []
+    callable_fns: dict[str, str] = {}  # the tree's name -> the symbol the driver calls
     globalize = []
     for fn in functions:
         kind = defined.get(fn)
@@ -254,18 +255,32 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
         if kind == "t":
             globalize.append(fn)
         if kind in ("T", "t", "W"):
-            callable_fns.append(fn)
+            callable_fns[fn] = fn
     # Unit symbols that clash with libc (other than string functions) are renamed.
     libc = _libc_names()
     rename = [n for n, t in defined.items() if t in "TDBRW" and n in libc]
+    # Resource-model functions the unit itself defines (mm.c's get_page, page_lock...)
+    # become stubs for their callers in the unit too: the definition is weakened, kept
+    # reachable as xv_real_<name> (the driver calls that when it is the one touched).
+    model = resources.load()
+    modelled = [n for n, t in defined.items() if t == "T" and n not in rename
+                and any(r.kind in ("acquire", "release") for r in model.for_fn(n))
+                and _plain_signature(types, n)]
     ocmd = ["objcopy"]
     for fn in globalize:
         ocmd += ["--globalize-symbol", fn]
     for n in rename:
         ocmd += ["--redefine-sym", f"{n}=xv_unit_{n}"]
+    for n, (sec, value) in _symbol_places(obj, modelled).items():
+        ocmd += ["--add-symbol", f"xv_real_{n}={sec}:{value:#x},global,function",
+                 "--weaken-symbol", n]
     if len(ocmd) > 1:
         _run([*ocmd, str(obj)], tmp, "objcopy")
-        callable_fns = [f"xv_unit_{f}" if f in rename else f for f in callable_fns]
+    for fn in list(callable_fns):
+        if fn in rename:
+            callable_fns[fn] = f"xv_unit_{fn}"
+        elif fn in modelled:
+            callable_fns[fn] = f"xv_real_{fn}"
     undefined = [n for t, n in _nm(obj, "-u") if t in ("U", "w")]
     wanted = [n for n in undefined
               if not n.startswith(("__asan", "__ubsan", "__sanitizer", "_GLOBAL_OFFSET", "xv_hook"))
@@ -281,7 +296,11 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
         _run([*ocmd, str(obj)], tmp, "objcopy")
         relocs |= {clash[n] for n in relocs if n in clash}
     wanted = [clash.get(n, n) for n in wanted]
-    stub_list = stubs.plan(wanted, types, relocs, {v: k for k, v in clash.items()})
+    stub_list = stubs.plan(sorted(set(wanted) | set(modelled)), types, relocs,
+                           {v: k for k, v in clash.items()}, modelled=set(modelled))
+    if modelled:
+        notes.append("modelled functions defined in the unit act as stubs for its other "
+                      f"functions: {', '.join(sorted(modelled))}")
     (tmp / "stubs.c").write_text(stubs.render(stub_list, callable_fns))
     (tmp / "runtime.c").write_text(_render("runtime.c.j2", nstubs=len(stub_list)))
     (tmp / "probe.c").write_text(PROBE)
@@ -301,8 +320,37 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
             symbols[f"{name}:end"] = addr + size
     warn = _warn_rips(exe)
     return Lifted(source=source, exe=final / "harness", dir=final, types=types,
-                  stubs=stub_list, functions=callable_fns, warn_rips=warn,
+                  stubs=stub_list, functions=list(callable_fns), entries=callable_fns,
+                  warn_rips=warn,
                   symbols=symbols, notes=notes)
+
+
+def _plain_signature(types: dwarf.Types, name: str) -> bool:
+    """At most six integer/pointer parameters and a register-sized return: a stub can
+    stand in for it."""
+    fn = types.functions.get(name)
+    if fn is None or fn.variadic or len(fn.params) > 6:
+        return False
+    if fn.ret is not None and types.get(fn.ret).kind not in ("int", "bool", "enum", "ptr"):
+        return False
+    return all(types.get(t).kind in ("int", "bool", "enum", "ptr") for _, t in fn.params)
+
+
+def _symbol_places(obj: Path, names: list[str]) -> dict[str, tuple[str, int]]:
+    """(section, value) of each named symbol of a relocatable object."""
+    from elftools.elf.elffile import ELFFile
+
+    want = set(names)
+    out: dict[str, tuple[str, int]] = {}
+    if not want:
+        return out
+    with open(obj, "rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        for sym in symtab.iter_symbols():
+            if sym.name in want and isinstance(sym["st_shndx"], int):
+                out[sym.name] = (elf.get_section(sym["st_shndx"]).name, sym["st_value"])
+    return out
 
 
 def _nm_addr(exe: Path) -> list[tuple[int, int, str]]:

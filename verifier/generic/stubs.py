@@ -70,14 +70,16 @@ def _regs(types: Types, params: list[int | None]) -> list[int | None]:
     return out
 
 
-def plan(names: list[str], types: Types, calls: set[str], renamed: dict[str, str] | None = None
-         ) -> list[Stub]:
+def plan(names: list[str], types: Types, calls: set[str], renamed: dict[str, str] | None = None,
+         modelled: set[str] | None = None) -> list[Stub]:
+    """``modelled``: functions the unit defines that a stub stands in for."""
     renamed = renamed or {}
+    modelled = modelled or set()
     out: list[Stub] = []
     for sym in sorted(set(names)):
         shown = renamed.get(sym, sym)
         fn = types.functions.get(shown)
-        if fn is not None and not fn.defined:
+        if fn is not None and (not fn.defined or sym in modelled):
             params = [t for _, t in fn.params]
             rt = types.get(fn.ret) if fn.ret is not None else None
             out.append(Stub(name=sym, shown=shown, kind="func", ret=fn.ret,
@@ -94,7 +96,7 @@ def plan(names: list[str], types: Types, calls: set[str], renamed: dict[str, str
     return out
 
 
-def render(stub_list: list[Stub], functions: list[str]) -> str:
+def render(stub_list: list[Stub], functions: dict[str, str]) -> str:
     """stubs.c: the stubs, the name tables and the callable unit functions."""
     lines = [
         "/* xen-verify generated stubs (not Xen code). */",
@@ -126,13 +128,13 @@ def render(stub_list: list[Stub], functions: list[str]) -> str:
     lines += [f'    "{n}",' for n in names]
     lines.append("    0 };")
     lines.append(f"const int xv_nstubs = {len(stub_list)};")
-    for fn in functions:
-        lines.append(f"extern char {fn}[];")
+    for sym in functions.values():
+        lines.append(f"extern char {sym}[];")
     lines.append("const char *const xv_fn_names[] = {")
     lines += [f'    "{fn}",' for fn in functions]
     lines.append("    0 };")
     lines.append("void *const xv_fn_addrs[] = {")
-    lines += [f"    (void *){fn}," for fn in functions]
+    lines += [f"    (void *){sym}," for sym in functions.values()]
     lines.append("    0 };")
     lines.append(f"const int xv_nfns = {len(functions)};")
     return "\n".join(lines) + "\n"

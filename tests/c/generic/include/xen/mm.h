@@ -10,4 +10,6 @@ void *map_domain_page(unsigned long mfn);
 void unmap_domain_page(const void *va);
 void *_xmalloc(unsigned long size, unsigned long align);
 void xfree(void *p);
+int page_lock(struct page_info *pg);
+void page_unlock(struct page_info *pg);
 #endif

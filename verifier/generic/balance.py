@@ -159,6 +159,18 @@ def learn(judged: list[PathJudgement]) -> Contract:
 
 def violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer,
                describe) -> list[Violation]:
+    """Every violation, once (the same path in several catalogue states is one)."""
+    out: list[Violation] = []
+    for v in _violations(judged, contract, sym, describe):
+        key = (v.kind, v.resource, v.rc, v.choices, v.acquired_at, v.returned_at)
+        if all((w.kind, w.resource, w.rc, w.choices, w.acquired_at, w.returned_at) != key
+               for w in out):
+            out.append(v)
+    return out
+
+
+def _violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer,
+                describe) -> list[Violation]:
     out: list[Violation] = []
     for j in judged:
         p = j.path
@@ -195,14 +207,10 @@ def violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer,
 
 
 def _return_site(sym: Symbolizer, p: PathResult) -> str:
-    """The return statement's line: the block before the shared epilogue when the last
-    block is the function's closing line."""
-    last = sym.at(p.last_pc) if p.last_pc else "?"
-    prev = sym.at(p.prev_pc) if p.prev_pc else "?"
-    if prev != "?" and last != "?" and prev.split(":")[0] == last.split(":")[0] \
-            and int(prev.split(":")[1]) < int(last.split(":")[1]):
-        return prev
-    return last
+    """The return statement's line: the newest block on another line than the shared
+    epilogue (at -O0 every return jumps to it)."""
+    locs = [sym.at(pc) for pc in p.last_pcs if pc] or ["?"]
+    return next((loc for loc in locs[1:] if loc != locs[0] and loc != "?"), locs[0])
 
 
 def _first_loc(err: str) -> str:

@@ -108,7 +108,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
                                  side.lifted.symbols)
     learnt = balance.learn(judged)
     addrs = [c.site for p in ex.paths for c in p.calls]
-    addrs += [pc for p in ex.paths for pc in (p.last_pc, p.prev_pc)]
+    addrs += [pc for p in ex.paths for pc in p.last_pcs]
     addrs += [h.site for j in judged for h in (*j.held, *j.unheld, *j.doubles)]
     side.sym.lookup(addrs)
     side.sym.lookup([p.fault for p in ex.paths if p.fault], call_site=False)

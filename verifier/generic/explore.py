@@ -63,7 +63,7 @@ class PathResult:
     outcome: str  # return | bug | crash | sanitizer | hang | truncated
     rc: int | None = None
     last_pc: int = 0  # the last block of the function that ran (its epilogue, at -O0)
-    prev_pc: int = 0  # the block before it: the return statement
+    last_pcs: tuple[int, ...] = ()  # the function's last blocks, newest first
     fault: int = 0  # rip of a crash / BUG
     stderr: str = ""
     privileged: list[str] = field(default_factory=list)
@@ -350,7 +350,8 @@ def _u64(s: str) -> int:
 def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: list[int]
           ) -> PathResult:
     calls: list[Call] = []
-    outcome, rc, last_pc, prev_pc, fault, priv = "crash", None, 0, 0, 0, []
+    outcome, rc, last_pc, fault, priv = "crash", None, 0, 0, []
+    last_pcs: tuple[int, ...] = ()
     for ln in reply.get("events", "").splitlines():
         p = ln.split()
         if not p:
@@ -367,8 +368,9 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
             calls.append(Call(p[1], _u64(p[2]), 1, 0, _u64(p[4]), (_u64(p[3]),), hook=True))
         elif p[0] == "R":
             outcome, rc = "return", _u64(p[1])
-            if len(p) > 3:
-                last_pc, prev_pc = _u64(p[2]), _u64(p[3])
+            if len(p) > 2:
+                last_pcs = tuple(_u64(x) for x in p[2:6])
+                last_pc = last_pcs[0]
         elif p[0] == "U":
             outcome = "bug"
         elif p[0] == "B":
@@ -392,7 +394,7 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
         outcome = "null-state" if m and int(m.group(1), 16) < NULL_PAGE and not real \
             else "sanitizer"
     return PathResult(script=script, calls=calls, outcome=outcome, rc=rc, last_pc=last_pc,
-                      prev_pc=prev_pc, fault=fault, stderr=err[:4000], privileged=priv)
+                      last_pcs=last_pcs, fault=fault, stderr=err[:4000], privileged=priv)
 
 
 class Driver:

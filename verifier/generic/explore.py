@@ -114,10 +114,14 @@ def _alt_spec(spec, types: Types, stub: Stub) -> tuple:
     if " out" in text:
         text, o = text.split(" out", 1)
         reg, what = o.split("=", 1)
-        ridx = int(reg)
-        if what.startswith("object:"):
+        if reg.startswith("fill"):  # " outfill0=arg2": zero arg2 bytes at arg0
+            ridx = int(reg[4:])
+            out = (ridx, -2, int(what[3:]))
+        elif what.startswith("object:"):
+            ridx = int(reg)
             out = (ridx, -1, _object_size(types, what[7:]))
         else:
+            ridx = int(reg)
             out = (ridx, 8, int(what, 0))
     text = text.strip()
     if text.startswith("object:arg"):

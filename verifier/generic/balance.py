@@ -44,6 +44,7 @@ class Held:
     api: str
     site: int
     count: int = 1
+    call: object = None  # the explore.Call that took it
 
 
 @dataclass
@@ -101,9 +102,9 @@ def replay_path(model: resources.Model, path: PathResult, symbols: dict[str, int
                     if rule.recursive:
                         held[k].count += 1
                     else:
-                        doubles.append(Held(rule.resource, c.stub, c.site))
+                        doubles.append(Held(rule.resource, c.stub, c.site, call=c))
                 else:
-                    held[k] = Held(rule.resource, c.stub, c.site)
+                    held[k] = Held(rule.resource, c.stub, c.site, call=c)
             elif rule.kind == "release":
                 if rule.ignore_zero and not any(key):
                     continue
@@ -112,7 +113,7 @@ def replay_path(model: resources.Model, path: PathResult, symbols: dict[str, int
                     if held[k].count <= 0:
                         del held[k]
                 else:
-                    unheld.append(Held(rule.resource, c.stub, c.site))
+                    unheld.append(Held(rule.resource, c.stub, c.site, call=c))
     return held, unheld, doubles
 
 
@@ -194,16 +195,20 @@ def _violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer
                     and (j.rc_class, h.resource, h.api) in contract.held):
                 continue
             out.append(Violation("leak", f"{h.resource} ({h.api})", rc_label, choices,
-                                 sym.at(h.site), ret_at, replay))
+                                 _where(sym, h), ret_at, replay))
         for h in j.doubles:
             out.append(Violation("double-acquire", f"{h.resource} ({h.api})", rc_label,
-                                 choices, sym.at(h.site), ret_at, replay))
+                                 choices, _where(sym, h), ret_at, replay))
         for h in j.unheld:
             if (cls_key, h.resource) in contract.consumes:
                 continue
             out.append(Violation("release-unheld", f"{h.resource} ({h.api})", rc_label,
-                                 choices, sym.at(h.site), ret_at, replay))
+                                 choices, _where(sym, h), ret_at, replay))
     return out
+
+
+def _where(sym: Symbolizer, h: Held) -> str:
+    return sym.site(h.call) if h.call is not None else sym.at(h.site)
 
 
 def _return_site(sym: Symbolizer, p: PathResult) -> str:

@@ -88,7 +88,7 @@ def _describe(driver: explore.Driver, sym: explore.Symbolizer):
                 what = "object"
             else:
                 what = f"arg{value}"
-        return f"{c.stub}@{sym.at(c.site)} -> {what}"
+        return f"{c.stub}@{sym.site(c)} -> {what}"
 
     return describe
 
@@ -107,7 +107,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     judged = balance.judge_paths(side.lifted.types, resources.load(), fn, ex,
                                  side.lifted.symbols)
     learnt = balance.learn(judged)
-    addrs = [c.site for p in ex.paths for c in p.calls]
+    addrs = [a for p in ex.paths for c in p.calls for a in (c.site, *c.up)]
     addrs += [pc for p in ex.paths for pc in p.last_pcs]
     addrs += [h.site for j in judged for h in (*j.held, *j.unheld, *j.doubles)]
     side.sym.lookup(addrs)

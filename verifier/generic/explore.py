@@ -54,6 +54,7 @@ class Call:
     rv: int
     args: tuple[int, ...]
     hook: bool = False  # an overlay hook (inline fast path), not a stub
+    up: tuple[int, ...] = ()  # return addresses above the caller (frame-pointer chain)
 
 
 @dataclass
@@ -367,7 +368,8 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
             if 0 < size < 8:
                 rv &= (1 << (8 * size)) - 1
             calls.append(Call(names[sid], _u64(p[2]), int(p[3]), int(p[4]), rv,
-                              tuple(_u64(x) for x in p[6:14])))
+                              tuple(_u64(x) for x in p[6:14]),
+                              up=tuple(_u64(x) for x in p[14:17] if x != "0")))
         elif p[0] == "K" and len(p) >= 5:
             calls.append(Call(p[1], _u64(p[2]), 1, 0, _u64(p[4]), (_u64(p[3]),), hook=True))
         elif p[0] == "R":
@@ -503,17 +505,29 @@ class Symbolizer:
         self.cache: dict[int, str] = {}
 
     def lookup(self, addrs: list[int], call_site: bool = True) -> None:
+        """Symbolize ``addrs``; through inlined frames, the innermost line in a .c file
+        (a call inside a header's static inline is shown where the unit calls it)."""
         todo = sorted({a for a in addrs if a and a not in self.cache})
         if not todo:
             return
         q = [hex(a - 1 if call_site else a) for a in todo]
         try:
-            out = subprocess.run(["addr2line", "-e", str(self.exe), *q], capture_output=True,
-                                 text=True, timeout=60).stdout.splitlines()
+            out = subprocess.run(["addr2line", "-a", "-i", "-e", str(self.exe), *q],
+                                 capture_output=True, text=True, timeout=60).stdout.splitlines()
         except (OSError, subprocess.TimeoutExpired):
             out = []
-        for a, ln in zip(todo, out, strict=False):
-            self.cache[a] = self._tree_path(ln.strip())
+        frames: dict[int, list[str]] = {}
+        cur = None
+        for ln in out:
+            ln = ln.strip()
+            if ln.startswith("0x"):
+                cur = int(ln, 16)
+                frames[cur] = []
+            elif cur is not None:
+                frames[cur].append(ln)
+        for a, qa in zip(todo, q, strict=True):
+            locs = [self._tree_path(x) for x in frames.get(int(qa, 16), [])] or ["?"]
+            self.cache[a] = next((x for x in locs if x.split(":")[0].endswith(".c")), locs[0])
 
     def _tree_path(self, loc: str) -> str:
         m = re.match(r"(.*):(\d+)", loc)
@@ -530,6 +544,14 @@ class Symbolizer:
 
     def at(self, addr: int) -> str:
         return self.cache.get(addr, "?")
+
+    def site(self, call: Call) -> str:
+        """Where the unit made the call: the first frame, up the chain, in a .c file."""
+        for a in (call.site, *call.up):
+            loc = self.cache.get(a, "?")
+            if loc.split(":")[0].endswith(".c"):
+                return loc
+        return self.cache.get(call.site, "?")
 
 
 def _normalise(path: Path) -> tuple[str, ...]:

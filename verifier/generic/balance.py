@@ -185,7 +185,7 @@ def _violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer
             # stubs do not know (mfn_valid after a p2m lookup...). Not judged.
             continue
         if p.outcome in ("crash", "sanitizer", "hang"):
-            where = sym.at(p.fault) if p.fault else _first_loc(p.stderr)
+            where = sym.at(p.fault) if p.fault else _first_loc(p.stderr, sym)
             out.append(Violation(p.outcome, "", p.outcome, choices, where, where, replay))
             continue
         if p.outcome != "return":
@@ -218,11 +218,15 @@ def _return_site(sym: Symbolizer, p: PathResult) -> str:
     return next((loc for loc in locs[1:] if loc != locs[0] and loc != "?"), locs[0])
 
 
-def _first_loc(err: str) -> str:
+def _first_loc(err: str, sym: Symbolizer) -> str:
+    """The first tree file:line a sanitizer report names (tree-relative)."""
     import re
 
-    m = re.search(r"([\w./-]+\.[ch]):(\d+)", err or "")
-    return f"{m.group(1)}:{m.group(2)}" if m else "?"
+    for m in re.finditer(r"([\w./-]+\.[ch]):(\d+)", err or ""):
+        if "runtime.c" in m.group(1) or "stubs.c" in m.group(1):
+            continue
+        return sym._tree_path(f"{m.group(1)}:{m.group(2)}")
+    return "?"
 
 
 def change(base: list[Violation] | None, patched: list[Violation] | None) -> str:

@@ -53,7 +53,7 @@ class _Side:
             return
         try:
             self.lifted = lift.lift(Path(tree.root), source, cmd.argv, cmd.cwd, functions,
-                                    cache, tree.key)
+                                    cache, tree.key, getattr(cmd, "unit", "") or "")
             self.driver = explore.Driver(self.lifted, resources.load())
             self.sym = explore.Symbolizer(self.lifted.exe, Path(tree.root), cmd.cwd)
         except lift.LiftError as e:
@@ -93,6 +93,12 @@ def _describe(driver: explore.Driver, sym: explore.Symbolizer):
     return describe
 
 
+def _fn_types(side: _Side, fn: str) -> str:
+    assert side.lifted is not None
+    sym = side.lifted.entries.get(fn, fn)
+    return sym.removeprefix("xv_real_").removeprefix("xv_unit_")
+
+
 def _returns_ptr(driver: explore.Driver, name: str) -> bool:
     for s in driver.lifted.stubs:
         if s.label == name and s.ret is not None:
@@ -104,7 +110,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
               ) -> tuple[int, list[balance.Violation], balance.Contract, float, str]:
     assert side.driver is not None and side.lifted is not None and side.sym is not None
     ex = explore.explore(side.driver, fn)
-    judged = balance.judge_paths(side.lifted.types, resources.load(), fn, ex,
+    judged = balance.judge_paths(side.lifted.types, resources.load(), _fn_types(side, fn), ex,
                                  side.lifted.symbols)
     learnt = balance.learn(judged)
     addrs = [a for p in ex.paths for c in p.calls for a in (c.site, *c.up)]

@@ -394,11 +394,13 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
     err = reply.get("stderr", "")
     ex = reply.get("exit", 0)
     err = "\n".join(ln for ln in err.splitlines() if "swapcontext" not in ln)
-    real = [ln for ln in err.splitlines() if "runtime error" in ln and "null pointer" not in ln]
-    if outcome != "null-state" and (real or "AddressSanitizer" in err or ex in (86, 87)):
+    ub = [ln for ln in err.splitlines() if "runtime error" in ln]
+    real = [ln for ln in ub if "null pointer" not in ln]
+    if outcome != "null-state" and (ub or "AddressSanitizer" in err or ex in (86, 87)):
         m = re.search(r"SEGV on unknown address (0x[0-9a-f]+)", err)
-        outcome = "null-state" if m and int(m.group(1), 16) < NULL_PAGE and not real \
-            else "sanitizer"
+        null_segv = bool(m) and int(m.group(1), 16) < NULL_PAGE
+        null_ub = bool(ub) and not real and "AddressSanitizer" not in err
+        outcome = "null-state" if (null_segv or null_ub) and not real else "sanitizer"
     return PathResult(script=script, calls=calls, outcome=outcome, rc=rc, last_pc=last_pc,
                       last_pcs=last_pcs, fault=fault, stderr=err[:4000], privileged=priv)
 
@@ -434,7 +436,10 @@ class Driver:
         self.proc.close()
 
     def prepare(self, function: str, variant: dict | None = None) -> str:
-        lines, desc = entry_lines(self.lifted.types, function, self.lifted.symbols, variant)
+        dwarf_name = self.lifted.entries.get(function, function)
+        dwarf_name = dwarf_name.removeprefix("xv_real_").removeprefix("xv_unit_")
+        lines, desc = entry_lines(self.lifted.types, dwarf_name, self.lifted.symbols, variant)
+        lines[-1] = f"fn {function}"
         sym = self.lifted.entries.get(function, function)
         lo = self.lifted.symbols.get(sym, 0)
         hi = self.lifted.symbols.get(f"{sym}:end", lo + (1 << 20))

@@ -185,13 +185,15 @@ def _key(tree_key: str, source_text: bytes, argv: tuple[str, ...], functions: li
 
 
 def lift(root: Path, source: str, argv: tuple[str, ...], cwd: Path, functions: list[str],
-         cache: Path, tree_key: str = "") -> Lifted:
+         cache: Path, tree_key: str = "", unit: str = "") -> Lifted:
     """Build (or reuse) the harness for ``source`` of the prepared tree at ``root``.
 
     ``functions`` are the unit's functions the driver must be able to call (static
-    ones are made global in the lifted object). Raises :class:`LiftError`.
+    ones are made global in the lifted object). ``unit``: the .c the build compiles when
+    that is not ``source`` itself (4.17+ shadow/guest_4.c #includes multi.c).
+    Raises :class:`LiftError`.
     """
-    src_path = Path(root) / source
+    src_path = Path(root) / (unit or source)
     try:
         text = src_path.read_bytes()
     except OSError as e:
@@ -249,13 +251,16 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
     callable_fns: dict[str, str] = {}  # the tree's name -> the symbol the driver calls
     globalize = []
     for fn in functions:
-        kind = defined.get(fn)
+        sym = fn
+        if fn not in defined:  # renamed by a macro per object (multi.c: f__guest_4)
+            sym = next((n for n in sorted(defined) if n.startswith(f"{fn}__")), fn)
+        kind = defined.get(sym)
         if kind is None:
             continue
         if kind == "t":
-            globalize.append(fn)
+            globalize.append(sym)
         if kind in ("T", "t", "W"):
-            callable_fns[fn] = fn
+            callable_fns[fn] = sym
     # Unit symbols that clash with libc (other than string functions) are renamed.
     libc = _libc_names()
     rename = [n for n, t in defined.items() if t in "TDBRW" and n in libc]
@@ -276,11 +281,11 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
                  "--weaken-symbol", n]
     if len(ocmd) > 1:
         _run([*ocmd, str(obj)], tmp, "objcopy")
-    for fn in list(callable_fns):
-        if fn in rename:
-            callable_fns[fn] = f"xv_unit_{fn}"
-        elif fn in modelled:
-            callable_fns[fn] = f"xv_real_{fn}"
+    for fn, sym in list(callable_fns.items()):
+        if sym in rename:
+            callable_fns[fn] = f"xv_unit_{sym}"
+        elif sym in modelled:
+            callable_fns[fn] = f"xv_real_{sym}"
     undefined = [n for t, n in _nm(obj, "-u") if t in ("U", "w")]
     wanted = [n for n in undefined
               if not n.startswith(("__asan", "__ubsan", "__sanitizer", "_GLOBAL_OFFSET", "xv_hook"))

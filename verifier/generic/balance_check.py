@@ -55,7 +55,8 @@ class _Side:
             self.lifted = lift.lift(Path(tree.root), source, cmd.argv, cmd.cwd, functions,
                                     cache, tree.key, getattr(cmd, "unit", "") or "")
             self.driver = explore.Driver(self.lifted, resources.load())
-            self.sym = explore.Symbolizer(self.lifted.exe, Path(tree.root), cmd.cwd)
+            self.sym = explore.Symbolizer(self.lifted.exe, Path(tree.root), cmd.cwd,
+                                          getattr(cmd, "unit", "") or source)
         except lift.LiftError as e:
             self.reason = f"not lifted: {e}"
         except Exception as e:  # the harness would not start: say so, judge nothing

@@ -505,8 +505,8 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
 class Symbolizer:
     """Harness addresses -> tree ``file:line`` (addr2line, cached)."""
 
-    def __init__(self, exe: Path, root: Path, cwd: Path) -> None:
-        self.exe, self.root, self.cwd = exe, Path(root), Path(cwd)
+    def __init__(self, exe: Path, root: Path, cwd: Path, unit: str = "") -> None:
+        self.exe, self.root, self.cwd, self.unit = exe, Path(root), Path(cwd), unit
         self.cache: dict[int, str] = {}
 
     def lookup(self, addrs: list[int], call_site: bool = True) -> None:
@@ -544,7 +544,9 @@ class Symbolizer:
         try:
             rel = Path(*_normalise(path)).relative_to(self.root.resolve())
         except ValueError:
-            rel = Path(path.name)
+            # a bare file name (DWARF 5's primary file): the unit, when it is its name
+            rel = Path(self.unit) if self.unit and Path(self.unit).name == path.name \
+                else Path(path.name)
         return f"{rel.as_posix()}:{m.group(2)}"
 
     def at(self, addr: int) -> str:

@@ -58,7 +58,8 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     from verifier.generic.balance_check import balance_check
 
     check, functions, balance_notes = balance_check(base, patched, units, cache,
-                                                    progress=progress, ref=co.ref)
+                                                    progress=progress, ref=co.ref,
+                                                    series=series)
     results.append(check)
     notes.extend(balance_notes)
     LAST_FUNCTIONS[str(co.path)] = functions

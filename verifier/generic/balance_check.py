@@ -167,11 +167,39 @@ def _model_violation(v: balance.Violation) -> BalanceViolation:
                             replay=v.replay)
 
 
+def applied_functions(hunks, unit: str, text: bytes | None) -> list[str]:
+    """Already applied (no base): the tree's functions that hold the patch's added lines,
+    and those its hunk headers name."""
+    from verifier.extract import ts_functions
+
+    if text is None:
+        return []
+    spans = ts_functions(text)
+    names: list[str] = []
+    for h in hunks:
+        if h.file != unit:
+            continue
+        if h.function in spans and h.function not in names:
+            names.append(h.function)
+        lo, hi = h.new_start, h.new_start + max(h.new_len, 1)
+        for name, (a, b) in spans.items():  # the functions the hunk's new side overlaps
+            if a < hi and b >= lo and name not in names:
+                names.append(name)
+    return names
+
+
 def balance_check(base, patched, units: list[str], cache: Path, *,
-                  progress: Progress | None = None, ref: str = ""
+                  progress: Progress | None = None, ref: str = "", series=None
                   ) -> tuple[CheckResult, list[FunctionResult], list[str]]:
-    """BALANCE over the functions ``units`` touch; ``base`` None: already applied."""
+    """BALANCE over the functions ``units`` touch; ``base`` None: already applied (the
+    tree as it is, judged without a base: its violations are shown, not judged)."""
     notes: list[str] = []
+    series_hunks = []
+    if series is not None:
+        from verifier.patch import parse_hunks
+
+        for p in series.patches:
+            series_hunks += parse_hunks(p.diff)
     for tree in (patched, base):
         if tree is not None and not tree.ok:
             return (CheckResult(id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA,
@@ -184,7 +212,7 @@ def balance_check(base, patched, units: list[str], cache: Path, *,
         ptext = _read(Path(patched.root) / unit)
         btext = _read(Path(base.root) / unit) if base is not None else None
         names = touched_functions(btext, ptext) if base is not None else \
-            touched_functions(None, ptext)
+            applied_functions(series_hunks, unit, ptext)
         if not names:
             continue
         if progress:
@@ -286,6 +314,13 @@ def _check(functions: list[FunctionResult], has_base: bool, paths: int, secs: fl
 
     base = outcome("base") if has_base else Outcome.NA
     patched = outcome("patched")
+    if not has_base:  # nothing to compare with: what the model flags is shown, not judged
+        found = sum(len(f.violations.patched) for f in ran)
+        return CheckResult(
+            id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA, pack="generic",
+            detail=f"already applied: no base to compare with; {len(ran)}/{len(functions)} "
+                   f"functions lifted, {paths} paths, {found} violation(s) shown in "
+                   "runs[].functions, not judged")
     changed = [f for f in ran if f.change not in ("pass",)]
     parts = [f"{len(ran)}/{len(functions)} functions lifted, {paths} paths in {secs:.1f}s"]
     for f in changed:

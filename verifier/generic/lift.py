@@ -301,8 +301,10 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
         _run([*ocmd, str(obj)], tmp, "objcopy")
         relocs |= {clash[n] for n in relocs if n in clash}
     wanted = [clash.get(n, n) for n in wanted]
-    stub_list = stubs.plan(sorted(set(wanted) | set(modelled)), types, relocs,
-                           {v: k for k, v in clash.items()}, modelled=set(modelled))
+    shown = {v: k for k, v in clash.items()}
+    shown["xv_preempt_check"] = "hypercall_preempt_check"  # the overlay's stand-in
+    stub_list = stubs.plan(sorted(set(wanted) | set(modelled)), types, relocs, shown,
+                           modelled=set(modelled))
     if modelled:
         notes.append("modelled functions defined in the unit act as stubs for its other "
                       f"functions: {', '.join(sorted(modelled))}")

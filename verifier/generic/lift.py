@@ -77,7 +77,7 @@ class Lifted:
 
 
 def userspace_argv(argv: tuple[str, ...] | list[str], overlay: Path, opt: str = "-O0",
-                   coverage: bool = True) -> list[str]:
+                   coverage: bool = True, keep_inline: bool = False) -> list[str]:
     """The unit's compiler command for userspace: source and output removed."""
     out: list[str] = []
     skip = False
@@ -105,7 +105,8 @@ def userspace_argv(argv: tuple[str, ...] | list[str], overlay: Path, opt: str = 
     if not seen_include:
         out.append(f"-I{overlay}")
     cov = ["-fsanitize-coverage=trace-pc"] if coverage else []
-    return [*out, opt, "-g", "-w", "-fno-pic", *SAN, *cov]
+    keep = ["-fkeep-inline-functions"] if keep_inline else []
+    return [*out, opt, "-g", "-w", "-fno-pic", *SAN, *cov, *keep]
 
 
 def _run(cmd: list[str], cwd: Path, what: str, timeout: int = 300) -> str:
@@ -230,10 +231,14 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
     notes: list[str] = []
     base = None
     err = None
-    # -O0 keeps paths exact; block coverage (the return site) can overflow the byte-sized
-    # length fields of alternatives; some asm constraints need -O1.
-    for opt, cov in (("-O0", True), ("-O0", False), ("-O1", False)):
-        base = userspace_argv(argv, OVERLAY, opt, cov)
+    # -O0 keeps paths exact; -fkeep-inline-functions emits the unit's static inline
+    # functions (callable on their own) but an always_inline body with "i" asm operands
+    # needs its caller's constants; block coverage (the return site) can overflow the
+    # byte-sized length fields of alternatives; some asm constraints need -O1.
+    attempts = (("-O0", True, True), ("-O0", True, False), ("-O0", False, False),
+                ("-O1", False, False))
+    for opt, cov, keep in attempts:
+        base = userspace_argv(argv, OVERLAY, opt, cov, keep)
         try:
             _run([*base, "-c", str(src_path), "-o", str(obj)], cwd, f"compile {source}")
             err = None

@@ -125,7 +125,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
     unjudged = {k: sum(1 for p in ex.paths if p.outcome == k)
                 for k in ("bug", "null-state", "truncated")}
-    what = {"bug": "a BUG/ASSERT", "null-state": "a NULL field of the zeroed state",
+    what = {"bug": "a BUG/ASSERT or panic", "null-state": "a NULL field of the zeroed state",
             "truncated": "the call budget"}
     for k, n in unjudged.items():
         if n:

@@ -38,6 +38,7 @@ class Function:
     decl_file: str = ""
     decl_line: int = 0
     variadic: bool = False
+    noreturn: bool = False  # __attribute__((noreturn)): panic(), __bug(), ...
 
 
 @dataclass
@@ -224,6 +225,7 @@ def _walk(out: Types, cu, top, files: list[str]) -> None:
                 decl_file=files[fi - 1] if 0 < fi <= len(files) else "",
                 decl_line=_attr(die, "DW_AT_decl_line", 0) or 0,
                 variadic=variadic,
+                noreturn=bool(_attr(die, "DW_AT_noreturn", False)),
             )
             old = out.functions.get(name)
             if old is None or (fn.defined and not old.defined):

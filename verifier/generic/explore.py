@@ -379,6 +379,8 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
                 last_pc = last_pcs[0]
         elif p[0] == "U":
             outcome = "bug"
+        elif p[0] == "N":  # a noreturn callee (panic): "U" follows, unwound like a BUG
+            continue
         elif p[0] == "B":
             fault = _u64(p[1])
         elif p[0] == "S":

@@ -316,7 +316,8 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
     (tmp / "stubs.c").write_text(stubs.render(stub_list, callable_fns))
     (tmp / "runtime.c").write_text(_render("runtime.c.j2", nstubs=len(stub_list)))
     (tmp / "probe.c").write_text(PROBE)
-    _run([*base, "-c", str(tmp / "probe.c"), "-o", str(tmp / "probe.o")], cwd,
+    probe_argv = [a for a in base if a != "-fkeep-inline-functions"]  # only constants
+    _run([*probe_argv, "-c", str(tmp / "probe.c"), "-o", str(tmp / "probe.o")], cwd,
          "compile the layout probe", timeout=120)
     hcc = ["gcc", "-g", "-O1", "-w", *SAN]
     _run([*hcc, "-c", "runtime.c", "-o", "runtime.o"], tmp, "compile the runtime")
@@ -388,7 +389,8 @@ def _makefile(base: list[str], src: Path, cwd: Path, hcc: list[str]) -> str:
         f"\tcd {shlex.quote(str(cwd))} && {shlex.join(base)} -c {shlex.quote(str(src))} "
         "-o $(CURDIR)/unit.o\n"
         "probe.o: probe.c\n"
-        f"\tcd {shlex.quote(str(cwd))} && {shlex.join(base)} -c $(CURDIR)/probe.c "
+        f"\tcd {shlex.quote(str(cwd))} && "
+        f"{shlex.join([a for a in base if a != '-fkeep-inline-functions'])} -c $(CURDIR)/probe.c "
         "-o $(CURDIR)/probe.o\n"
         "%.o: %.c\n"
         f"\t{shlex.join([*hcc, '-c'])} $< -o $@\n"

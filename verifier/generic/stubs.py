@@ -30,6 +30,7 @@ class Stub:
     regs: list[int | None] = field(default_factory=list)  # param -> argument register
     size: int = 0  # data
     typed: bool = True  # DWARF knew it
+    noreturn: bool = False  # never returns (panic): the path ends there
 
     @property
     def label(self) -> str:
@@ -84,7 +85,7 @@ def plan(names: list[str], types: Types, calls: set[str], renamed: dict[str, str
             rt = types.get(fn.ret) if fn.ret is not None else None
             out.append(Stub(name=sym, shown=shown, kind="func", ret=fn.ret,
                             ret_size=0 if rt is None else max(rt.size, 1), params=params,
-                            regs=_regs(types, params)))
+                            regs=_regs(types, params), noreturn=fn.noreturn))
         elif shown in types.variables:
             size = types.variables[shown] or UNKNOWN_DATA_SIZE
             out.append(Stub(name=sym, shown=shown, kind="data", size=size))
@@ -103,6 +104,7 @@ def render(stub_list: list[Stub], functions: dict[str, str]) -> str:
         "#include <stdint.h>",
         "#include <string.h>",
         "uint64_t xv_stub(int id, uint64_t ra, const uint64_t *a);",
+        "void xv_noreturn(int id) __attribute__((noreturn));",
         "struct xv_r16 { uint64_t lo, hi; };",
         "#define XV_ARGS uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, "
         "uint64_t a5",
@@ -115,6 +117,8 @@ def render(stub_list: list[Stub], functions: dict[str, str]) -> str:
         names.append(s.label)
         if s.kind == "data":
             lines.append(f"unsigned char {s.name}[{s.size}] __attribute__((aligned(64)));")
+        elif s.noreturn:
+            lines.append(f"void {s.name}(XV_ARGS) {{ (void)XV_CALL({i}); xv_noreturn({i}); }}")
         elif s.ret_size <= 8:
             lines.append(f"uint64_t {s.name}(XV_ARGS) {{ return XV_CALL({i}); }}")
         elif s.ret_size <= 16:

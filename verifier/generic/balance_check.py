@@ -303,9 +303,8 @@ def _check(functions: list[FunctionResult], has_base: bool, paths: int, secs: fl
     if not functions:
         return CheckResult(id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA,
                            detail="the patch touches no function in a C unit", pack="generic")
-    if not ran:
-        return CheckResult(id="BALANCE", title=TITLE, base=Outcome.ERROR if has_base
-                           else Outcome.NA, patched=Outcome.ERROR,
+    if not ran:  # like an unpreparable tree: nothing was judged, each function says why
+        return CheckResult(id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA,
                            detail=f"no touched function could be lifted: {functions[0].reason}",
                            pack="generic")
 

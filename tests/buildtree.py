@@ -127,7 +127,9 @@ include Makefile
 	$(CC) $(XEN_CFLAGS) $(CFLAGS-y) -c $< -o $@
 
 %.s: %.c Makefile
-	$(CC) $(XEN_CFLAGS) -S -o $@ $<
+	$(CC) $(XEN_CFLAGS) -MMD -MF .$(@F).d -S -o $@ $<
+
+-include .*.d
 """
 
 ASM_OFFSETS_C = r"""

@@ -53,6 +53,24 @@ def test_prepare_generates_headers_only_and_a_fresh_tree_restores_them(tmp_path,
     assert again.ok and again.key == first.key
 
 
+def test_a_restored_tree_names_itself_not_the_tree_it_was_prepared_in(tmp_path):
+    """Rules.mk-era dependency files name headers by absolute path: restored, they name the
+    new tree, so make in it does not depend on the first tree's files."""
+    cache = tmp_path / "cache"
+    a = write_tree(tmp_path / "a", rules_mk=True)
+    assert prepare_tree(a, cache).ok
+    dep = "xen/arch/x86/.asm-offsets.s.d"
+    assert str(a) in (a / dep).read_text()
+    b = write_tree(tmp_path / "b", rules_mk=True)
+    tree = prepare_tree(b, cache)
+    assert tree.cached
+    text = (b / dep).read_text()
+    assert str(b) in text and str(a) not in text
+    shutil.rmtree(a)
+    multi = tree.unit_commands("xen/common/multi.c")  # recorded by make, in b only
+    assert len(multi) == 2 and all(str(b) in " ".join(c.argv) for c in multi)
+
+
 def test_key_follows_what_preparation_reads_not_the_units(tmp_path):
     base = content_key(write_tree(tmp_path / "a"))
     unit = write_tree(tmp_path / "b")
@@ -228,6 +246,8 @@ def test_build_passes_on_a_harmless_patch(tmp_path):
     assert (check.base, check.patched, check.change) == (Outcome.PASS, Outcome.PASS, "pass")
     assert "xen/common/widget.c: compiles" in check.detail
     assert str(run.verdict) == "pass"
+    assert any("defconfig, and on: CONFIG_PV, CONFIG_HVM, CONFIG_SHADOW_PAGING" in n
+               for n in run.notes), run.notes
 
 
 def test_build_fails_on_an_undeclared_helper_with_file_line(tmp_path):
@@ -292,3 +312,44 @@ def test_a_compile_is_reused_only_for_the_same_text(tmp_path):
     changed = compile_unit(tree, unit)
     assert not changed.cached and changed.returncode != 0
     assert [d.message for d in changed.diagnostics] == ["unused variable 'spare'"]
+
+
+def test_touched_units_are_hypervisor_c_only():
+    from verifier.generic.build_check import touched_units
+    from verifier.model import FileChange, Patch, PatchMeta, PatchSeries
+
+    files = (FileChange("xen/common/a.c", "xen/common/a.c"),
+             FileChange(None, "xen/arch/x86/new.c"),  # added: only on patched
+             FileChange("xen/common/gone.c", None),  # deleted: nothing to build
+             FileChange("xen/include/xen/a.h", "xen/include/xen/a.h"),
+             FileChange("xen/tools/symbols.c", "xen/tools/symbols.c"),  # a host tool
+             FileChange("tools/libs/ctrl/x.c", "tools/libs/ctrl/x.c"))
+    series = PatchSeries((Patch(PatchMeta("s", "p", "diff"), "", files),))
+    assert touched_units(series) == ["xen/common/a.c", "xen/arch/x86/new.c"]
+
+
+def test_build_judges_a_new_unit_on_patched_alone(tmp_path):
+    repo = _repo(tmp_path)
+    (repo / "xen/common/extra.c").write_text("#include <xen/widget.h>\n\n"
+                                             "int extra(void)\n{\n    return frob(1);\n}\n")
+    toyrepo.git(repo, "add", "-N", "xen/common/extra.c")
+    diff = toyrepo.git(repo, "diff") + "\n"
+    toyrepo.git(repo, "reset", "-q")
+    (repo / "xen/common/extra.c").unlink()
+    patch = tmp_path / "extra.patch"
+    patch.write_text("From: Toy Author <toy@example.org>\nSubject: [PATCH] add extra\n\n---\n"
+                     + diff)
+    _, check = _build_check(tmp_path, repo, patch)
+    assert (check.base, check.patched) == (Outcome.NA, Outcome.PASS)
+    assert "new unit (patched only)" in check.detail
+
+
+def test_build_on_an_already_applied_patch_judges_the_tree_as_it_is(tmp_path):
+    repo = _repo(tmp_path)
+    text = WIDGET_C.replace("twice + 1", "twice + 2")
+    patch = _patch(tmp_path, repo, text, "harmless")
+    (repo / "xen/common/widget.c").write_text(text)
+    toyrepo.git(repo, "commit", "-qam", "widget: harmless")
+    run, check = _build_check(tmp_path, repo, patch)
+    assert str(run.apply.status) == "already-applied"
+    assert (check.base, check.patched) == (Outcome.NA, Outcome.PASS)

@@ -41,8 +41,9 @@ from verifier.model import Checkout, VerifyError
 Progress = Callable[[str], None]
 
 # Bump when the preparation or the entry layout changes: old entries are then ignored.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "4"
 MARKER = ".xen-verify-prepared.json"  # in xen/: the key and the files preparation made
+ROOT_TOKEN = "@XEN_VERIFY_TREE_ROOT@"  # the tree's own path, in what the cache keeps
 # Kconfig symbols set on top of defconfig where the tree has them (olddefconfig drops any
 # whose dependencies fail): the code reviewers care about, built and type-checked.
 CONFIG_FRAGMENT = (
@@ -71,19 +72,16 @@ class UnitCommand:
         """The command writing its object to ``output`` and no dependency files in the tree."""
         out: list[str] = []
         skip = False
-        for i, a in enumerate(self.argv):
+        for a in self.argv:
             if skip:
                 skip = False
+            elif a in ("-MF", "-MQ", "-MT", "-o"):
+                skip = True  # and its argument
+            elif a in ("-MMD", "-MD", "-MP") or a.startswith(("-MF", "-MQ", "-MT", "-Wp,-MD,",
+                                                                 "-Wp,-MMD,")):
                 continue
-            if a in ("-MF", "-MQ", "-MT", "-o"):
-                skip = True
-                continue
-            if a in ("-MMD", "-MD", "-MP") or (a.startswith(("-MF", "-MQ", "-MT")) and len(a) > 3):
-                continue
-            if a.startswith("-Wp,-MD,") or a.startswith("-Wp,-MMD,"):
-                continue
-            out.append(a)
-            del i
+            else:
+                out.append(a)
         return [*out, "-o", str(output)]
 
 
@@ -101,6 +99,14 @@ class PreparedTree:
         default_factory=dict, compare=False, hash=False, repr=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, compare=False, hash=False, repr=False)
+
+    def config_fragment(self) -> tuple[str, ...]:
+        """The fragment's symbols set in this tree's .config (what defconfig was added to)."""
+        try:
+            config = (self.root / "xen" / ".config").read_text()
+        except OSError:
+            return ()
+        return tuple(s for s in CONFIG_FRAGMENT if f"\nCONFIG_{s}=y\n" in f"\n{config}")
 
     def unit_command(self, source: str) -> UnitCommand | None:
         """The command the tree's build compiles ``source`` (tree-relative ``.c``) with:
@@ -148,7 +154,7 @@ _TOOLCHAIN: list[str] | None = None
 def _keyed(rel: str) -> bool:
     """Whether a file under xen/ is an input of preparation (not an ordinary unit)."""
     name = rel.rsplit("/", 1)[-1]
-    if rel.startswith("tools/"):
+    if rel.startswith(("tools/", "include/")):  # include/hypercall-defs.c (4.17+) too
         return True
     if name.endswith((".c", ".S")):
         return name in PREPARE_SOURCES
@@ -237,13 +243,14 @@ def prepare_tree(root: Path, cache: Path, progress: Progress | None = None) -> P
         progress(f"preparing the tree's build (defconfig, generated headers): {key[:12]}")
     before = _snapshot(xen)
     t0 = _child_cpu()
-    ok, reason = _run_preparation(xen)
+    ok, reason, transient = _run_preparation(xen)
     cpu = _child_cpu() - t0
     after = _snapshot(xen)
     # A tree prepared before (its marker) keeps what that preparation made, too.
     generated = sorted({p for p, st in after.items() if before.get(p) != st}
                        | (set(mark.get("generated", ())) & set(after)))
-    _store(cache, entry, root, generated, ok, reason, cpu)
+    if not transient:
+        _store(cache, entry, root, generated, ok, reason, cpu)
     _write_marker(xen, key, generated, ok)
     return PreparedTree(root, ok, reason, key, entry, cached=False, cpu_seconds=cpu, era=era)
 
@@ -353,12 +360,13 @@ def _prerequisites(xen: Path) -> str:
     return m.group(1).strip() if m else ""
 
 
-def _run_preparation(xen: Path) -> tuple[bool, str]:
-    """defconfig + fragment + olddefconfig, then the header steps; (ok, why not)."""
+def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
+    """defconfig + fragment + olddefconfig, then the header steps: (ok, why not, whether
+    the failure is this machine's for now: a missing tool, a timeout; not remembered)."""
     deadline = time.monotonic() + STEP_TIMEOUT
     missing = [t for t in ("make", "gcc", "flex", "bison") if not shutil.which(t)]
     if missing:
-        return False, f"the build needs {', '.join(missing)}, not installed (see ./bootstrap)"
+        return False, f"the build needs {', '.join(missing)}, not installed (see ./bootstrap)", True
 
     def left() -> float:
         return max(10.0, deadline - time.monotonic())
@@ -366,17 +374,18 @@ def _run_preparation(xen: Path) -> tuple[bool, str]:
     try:
         r = _run(["make", "defconfig"], xen, left())
         if r.returncode:
-            return False, f"make defconfig failed: {_last_error(r.stdout + r.stderr)}"
+            return False, f"make defconfig failed: {_last_error(r.stdout + r.stderr)}", False
         wanted = _fragment(xen)
         if wanted:
             with open(xen / ".config", "a") as f:
                 f.write("".join(f"CONFIG_{s}=y\n" for s in wanted))
             r = _run(["make", "olddefconfig"], xen, left())
             if r.returncode:
-                return False, f"make olddefconfig failed: {_last_error(r.stdout + r.stderr)}"
+                return False, f"make olddefconfig failed: {_last_error(r.stdout + r.stderr)}", False
         recipe = _target_recipe(xen)
         if len(recipe) < 2:
-            return False, "xen/Makefile has no $(TARGET) recipe to take the header steps from"
+            why = "xen/Makefile has no $(TARGET) recipe to take the header steps from"
+            return False, why, False
         steps = recipe[:-1]
         mk_path = _temp_makefile(_prepare_makefile(_prerequisites(xen), steps))
         try:
@@ -389,18 +398,18 @@ def _run_preparation(xen: Path) -> tuple[bool, str]:
             done = re.findall(r"^xen-verify step (\d+)$", r.stdout, re.M)
             n = int(done[-1]) if done else 0
             step = " ".join(steps[n].split()) if n < len(steps) else "the header steps"
-            return False, f"header step `{step}` failed: {_last_error(out)}"
+            return False, f"header step `{step}` failed: {_last_error(out)}", False
     except subprocess.TimeoutExpired:
-        return False, f"preparation took longer than {STEP_TIMEOUT} s"
+        return False, f"preparation took longer than {STEP_TIMEOUT} s", True
     except OSError as e:
-        return False, f"cannot run the tree's build: {e}"
+        return False, f"cannot run the tree's build: {e}", True
     for must in ("include/xen/compile.h",):
         if not (xen / must).exists():
-            return False, f"the header steps did not generate xen/{must}"
+            return False, f"the header steps did not generate xen/{must}", False
     if not list(xen.glob("include/asm*/asm-offsets.h")) and \
             not list(xen.glob("arch/*/include/asm/asm-offsets.h")):
-        return False, "the header steps did not generate asm-offsets.h"
-    return True, ""
+        return False, "the header steps did not generate asm-offsets.h", False
+    return True, "", False
 
 
 def _temp_makefile(text: str) -> str:
@@ -486,7 +495,7 @@ def _store(cache: Path, entry: Path, root: Path, generated: list[str], ok: bool,
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 for rel in generated:
                     with contextlib.suppress(OSError):
-                        tar.add(xen / rel, arcname=f"xen/{rel}", recursive=False)
+                        _add_relocatable(tar, xen / rel, f"xen/{rel}", root)
             (tmp / "generated.tar").write_bytes(buf.getvalue())
         meta = {"ok": ok, "reason": reason, "generated": generated, "cpu_seconds": cpu,
                 "root": str(root), "recipe": RECIPE_VERSION}
@@ -501,6 +510,20 @@ def _store(cache: Path, entry: Path, root: Path, generated: list[str], ok: bool,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _add_relocatable(tar: tarfile.TarFile, path: Path, arcname: str, root: Path) -> None:
+    """Add a generated file with the tree's own path in its text (the dependency files of
+    Rules.mk-era trees name headers absolutely) written as ROOT_TOKEN, so that the entry
+    restores into any tree."""
+    info = tar.gettarinfo(str(path), arcname)
+    if not info.isreg() or info.size > 16 << 20:
+        tar.addfile(info)
+        return
+    data = path.read_bytes()
+    data = data.replace(str(root).encode(), ROOT_TOKEN.encode())
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
 def _restore(entry: Path, root: Path) -> None:
     with tarfile.open(entry / "generated.tar") as tar:
         members = tar.getmembers()
@@ -509,23 +532,19 @@ def _restore(entry: Path, root: Path) -> None:
             if p.is_symlink() or p.is_file():
                 p.unlink()
         safe_extractall(tar, root, label=f"cached build {entry.name}", members=members)
-    # Generated files may name the tree they were generated in (asm-macros.h has an
-    # absolute `.include`): point them at this tree.
-    meta = _read_meta(entry) or {}
-    old = str(meta.get("root") or "")
-    if old and old != str(root):
-        for m in members:
+    token, here = ROOT_TOKEN.encode(), str(root).encode()
+    for m in members:
+        if m.isreg():
             p = root / m.name
-            if m.isfile() and not p.is_symlink():
-                with contextlib.suppress(OSError):
-                    data = p.read_bytes()
-                    if old.encode() in data:
-                        p.write_bytes(data.replace(old.encode(), str(root).encode()))
+            data = p.read_bytes()
+            if token in data:
+                st = p.stat()
+                p.write_bytes(data.replace(token, here))
+                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 # --------------------------------------------------------------------------- unit commands
 
-ROOT_TOKEN = "@ROOT@"
 COMPILERS = re.compile(r"^(?:.*/)?(?:[\w.-]+-)?(?:gcc|cc|clang)(?:-[\d.]+)?$")
 
 

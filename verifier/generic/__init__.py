@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from verifier.generic.build_check import build_check, touched_units
-from verifier.model import Checkout, CheckResult, Outcome, PatchSeries
+from verifier.generic.build_check import TITLE, build_check, changed_units, touched_units
+from verifier.model import Checkout, CheckResult, Outcome, PatchSeries, VerifyError
 
 Progress = Callable[[str], None]
 PACK = "generic"
@@ -43,14 +43,28 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     units = touched_units(series)
     if not units:
         return [], []
+    if applied:  # what the patch changed in this tree, paths as the tree has them
+        in_tree = changed_units(Path(co.path), co.commit)
+        if in_tree is not None:
+            units = in_tree
+            if not units:
+                return [], ["generic: the patch changes no hypervisor C file in this tree"]
     notes: list[str] = []
     if progress:
         progress(f"{co.ref}: generic: preparing the tree's build")
-    if applied:
-        base, patched = prepared_pair(co, cache, progress)
-    else:
-        base, patched = None, prepare_tree(Path(co.path), cache, progress)
+    try:
+        if applied:
+            base, patched = prepared_pair(co, cache, progress)
+        else:
+            base, patched = None, prepare_tree(Path(co.path), cache, progress)
+    except (VerifyError, OSError) as e:  # the trees could not be read or written
+        why = f"the tree's build could not be prepared: {e}"
+        return [CheckResult(id="BUILD", title=TITLE, base=Outcome.ERROR, patched=Outcome.ERROR,
+                            detail=why, pack=PACK)], [f"generic: {why}"]
     results = [build_check(base, patched, units, progress=progress, ref=co.ref)]
+    if patched.ok:
+        on = ", ".join(f"CONFIG_{s}" for s in patched.config_fragment()) or "none of the fragment"
+        notes.append(f"generic: built with the tree's own flags: x86 defconfig, and on: {on}")
     if not patched.ok or (base is not None and not base.ok):
         why = patched.reason if not patched.ok else base.reason  # type: ignore[union-attr]
         notes.append(f"generic: the tree's build could not be prepared: {why}")
@@ -68,4 +82,4 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     return results, notes
 
 
-__all__ = ["PACK", "Outcome", "concerns", "run_generic", "take_functions"]
+__all__ = ["PACK", "concerns", "run_generic", "take_functions"]

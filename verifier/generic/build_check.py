@@ -7,9 +7,11 @@ already raises on base are the toolchain's, not the patch's, and are only named.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from verifier.build import CompileResult, Diagnostic, PreparedTree, compile_unit, new_diagnostics
 from verifier.model import CheckResult, Evidence, Outcome, PatchSeries, VerifyError
@@ -17,6 +19,14 @@ from verifier.model import CheckResult, Evidence, Outcome, PatchSeries, VerifyEr
 Progress = Callable[[str], None]
 TITLE = "the touched units compile with the tree's own flags: no error, no new warning"
 ARCH_DIRS = ("xen/arch/arm/", "xen/arch/ppc/", "xen/arch/riscv/")
+# C under xen/ that is not hypervisor code: host tools of the build, preprocessed tables.
+NOT_UNITS = ("xen/tools/", "xen/scripts/", "xen/include/")
+
+
+def is_unit(path: str | None) -> bool:
+    """Hypervisor C: ``xen/**/*.c``, not the build's host tools or preprocessed tables."""
+    return bool(path) and path.startswith("xen/") and path.endswith(".c") \
+        and not path.startswith(NOT_UNITS)  # type: ignore[union-attr]
 
 
 def touched_units(series: PatchSeries) -> list[str]:
@@ -24,10 +34,24 @@ def touched_units(series: PatchSeries) -> list[str]:
     out: list[str] = []
     for patch in series.patches:
         for f in patch.files:
-            path = f.new_path
-            if path and path.startswith("xen/") and path.endswith(".c") and path not in out:
-                out.append(path)
+            if is_unit(f.new_path) and f.new_path not in out:
+                out.append(f.new_path)  # type: ignore[arg-type]
     return out
+
+
+def changed_units(worktree: Path, base: str) -> list[str] | None:
+    """Hypervisor C files that differ between ``base`` and the worktree, as the tree names
+    them (a file the patch names under an old path was followed to its new one by apply).
+    None when git cannot say."""
+    try:
+        out = subprocess.run(["git", "-C", str(worktree), "diff", "--name-only", "--no-renames",
+                              "--diff-filter=AM", base, "--"], capture_output=True, text=True,
+                             timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode:
+        return None
+    return [p for p in out.stdout.splitlines() if is_unit(p)]
 
 
 @dataclass

@@ -296,7 +296,7 @@ class FunctionResult:
     reason: str = ""  # why not lifted / explored, or a budget note
     paths: Sides = Sides()  # paths explored: int per side
     violations: Sides = Sides((), ())  # tuple[BalanceViolation, ...] per side
-    change: str = "pass"  # fixed | REGRESSION | fails as on base | pass | fail | error
+    change: str = "pass"  # fixed | REGRESSION | fails as on base | pass | fail | n/a | error
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,9 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
 
     in_base = btext is not None and fn in ts_functions(btext)
     in_patched = ptext is not None and fn in ts_functions(ptext)
+    if not in_patched:  # nothing to compare: the patch deletes (or renames) it
+        return FunctionResult(name=fn, file=unit, lifted=False, change="n/a",
+                              reason="removed by the patch: nothing runs on patched")
     paths: dict[str, int | None] = {"base": None, "patched": None}
     viols: dict[str, list[BalanceViolation] | None] = {"base": None, "patched": None}
     reasons = []

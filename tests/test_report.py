@@ -15,10 +15,12 @@ import pytest
 from verifier.model import (
     ApplyResult,
     ApplyStatus,
+    BalanceViolation,
     CheckResult,
     Evidence,
     FileChange,
     Finding,
+    FunctionResult,
     HunkResult,
     Match,
     Outcome,
@@ -28,6 +30,7 @@ from verifier.model import (
     Prerequisite,
     Report,
     RunResult,
+    Sides,
     Verdict,
     VerifyError,
     overall_verdict,
@@ -123,7 +126,15 @@ def full_report() -> Report:
         run("be05b5385f^", ApplyResult(ApplyStatus.OFFSETS, "applies with offsets: +12",
                                        hunks=(hunk("offset", 12, 22),),
                                        written_against="base-commit 0123456789",
-                                       base_matches=False), checked),
+                                       base_matches=False), checked,
+            functions=(FunctionResult(
+                name="toy_remove", file="xen/common/toy.c", lifted=True,
+                paths=Sides(4, 4), change="fixed",
+                violations=Sides((BalanceViolation(
+                    kind="leak", resource="gfn lock (get_gfn_type_access)", rc="-2 (error)",
+                    choices=("get_gfn_type_access@xen/common/toy.c:10 -> *out = p2m_invalid",),
+                    acquired_at="xen/common/toy.c:10", returned_at="xen/common/toy.c:12",
+                    replay="replay-toy_remove-0.sh"),), ())),)),
         run("master", ApplyResult(ApplyStatus.CLEAN, "applies cleanly", hunks=(hunk("ok"),)),
             (check("P1", F, P), check("P2", P, P), check("P3", P, P))),
         run("stable-4.10", ApplyResult(ApplyStatus.CONFLICT, "conflict: domain.c hunk #1",
@@ -171,7 +182,7 @@ def test_json_round_trips_with_every_documented_key() -> None:
     assert [r["ref"] for r in data["runs"]] == [r.ref for r in report.runs]
     for r in data["runs"]:
         assert set(r) == {"ref", "commit", "subject", "tree", "apply", "checks", "verdict",
-                          "notes", "limits"}
+                          "notes", "limits", "functions"}
         assert set(r["apply"]) == {"status", "detail", "hunks", "matches", "prerequisites",
                                    "moved_files", "patches", "written_against",
                                    "base_matches", "patched_commit", "reverted"}

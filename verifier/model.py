@@ -290,6 +290,40 @@ class PackRun:
 
 
 @dataclass(frozen=True)
+class BalanceViolation:
+    """One path of a function on which a resource was not balanced (generic BALANCE)."""
+
+    kind: str  # leak | double-acquire | release-unheld | bug | crash | sanitizer | hang
+    resource: str  # "gfn lock (__get_gfn_type_access)"; "" for bug/crash/sanitizer/hang
+    rc: str  # the return value and its class: "-2 (error)", "void", "abnormal"
+    choices: tuple[str, ...]  # the stub answers that reach it: "callee@file:line -> value"
+    acquired_at: str  # tree file:line of the acquire (release, or fault)
+    returned_at: str  # tree file:line of the block the function returned from
+    replay: str = ""  # a script that replays the path against the built harness
+
+
+@dataclass(frozen=True)
+class Sides:
+    """A value before the patch and with it (None: that side did not run)."""
+
+    base: Any = None
+    patched: Any = None
+
+
+@dataclass(frozen=True)
+class FunctionResult:
+    """One touched function under generic BALANCE: lifted or why not, paths, violations."""
+
+    name: str
+    file: str  # the unit, tree-relative
+    lifted: bool
+    reason: str = ""  # why not lifted / explored, or a budget note
+    paths: Sides = Sides()  # paths explored: int per side
+    violations: Sides = Sides((), ())  # tuple[BalanceViolation, ...] per side
+    change: str = "pass"  # fixed | REGRESSION | fails as on base | pass | fail | n/a | error
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One ref: how the patch applied, what the checks said, and the verdict."""
 
@@ -302,6 +336,7 @@ class RunResult:
     verdict: Verdict = Verdict.NOT_APPLICABLE
     notes: tuple[str, ...] = ()
     limits: tuple[PackLimits, ...] = ()  # one per pack that ran
+    functions: tuple[FunctionResult, ...] = ()  # generic BALANCE, per touched function
 
 
 @dataclass(frozen=True)
@@ -357,11 +392,13 @@ def to_jsonable(obj: Any) -> Any:
 __all__ = [
     "ApplyResult",
     "ApplyStatus",
+    "BalanceViolation",
     "CheckResult",
     "Checkout",
     "Evidence",
     "FileChange",
     "Finding",
+    "FunctionResult",
     "HunkResult",
     "Match",
     "Outcome",
@@ -373,6 +410,7 @@ __all__ = [
     "Prerequisite",
     "Report",
     "RunResult",
+    "Sides",
     "TreeKind",
     "TreeSource",
     "Verdict",

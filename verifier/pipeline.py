@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifier.apply import apply_series
-from verifier.generic import run_generic
+from verifier.generic import run_generic, take_functions
 from verifier.model import (
     ApplyStatus,
     Checkout,
@@ -90,6 +90,7 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         notes = list(source.notes)
         found: list[CheckResult] = []
         limits: list[PackLimits] = []
+        functions: tuple = ()
         if checks and result.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS,
                                          ApplyStatus.THREE_WAY, ApplyStatus.ALREADY_APPLIED):
             applied = result.status is not ApplyStatus.ALREADY_APPLIED
@@ -100,10 +101,11 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
             generic, generic_notes = run_generic(co, series, applied, cache, progress)
             found.extend(generic)
             notes.extend(generic_notes)
+            functions = take_functions(co)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),
-            notes=tuple(notes), limits=tuple(limits),
+            notes=tuple(notes), limits=tuple(limits), functions=functions,
         )
 
 

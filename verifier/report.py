@@ -80,6 +80,8 @@ SCHEMA_TABLE = """\
 | `runs[].verdict` | this ref's verdict (values as `verdict`) |
 | `runs[].notes[]` | remarks: why no check ran, what the tree lacks |
 | `runs[].limits[]` | per pack that ran: `{pack, verbatim, modelled, parameters, not_exercised}`, each a list of lines: the tree code that ran as written, what stood in for the hypervisor, the sizes and constants used, what the checks cannot see |
+| `runs[].functions[]` | generic BALANCE, per function the patch touches: `{name, file, lifted, reason, paths: {base, patched}, violations: {base: [...], patched: [...]}, change}`; `lifted` false says why in `reason`; `paths` counts the paths explored (`null`: that side did not run); `change`: `fixed`, `REGRESSION`, `fails as on base`, `pass`, `fail` (already applied), `n/a` (removed by the patch) or `error` |
+| `runs[].functions[].violations.base[]`, `.patched[]` | `{kind, resource, rc, choices, acquired_at, returned_at, replay}`: `kind` `leak`, `double-acquire`, `release-unheld`, `bug`, `crash`, `sanitizer` or `hang`; `resource` the model's name and the acquiring function; `rc` the return value and its class; `choices` the stub answers that reach the path (`callee@file:line -> value`); `acquired_at`, `returned_at` tree `file:line`s; `replay` a script that replays the path against the built harness (its folder's `Makefile` rebuilds it) |
 """  # noqa: E501  (Markdown table rows: one per key)
 TOOL = "xen-verify"
 WIDTH = 78  # prose in report.md is wrapped here: mails are read as plain text
@@ -171,6 +173,20 @@ def _run_json(r: RunResult) -> dict[str, Any]:
         "verdict": str(r.verdict),
         "notes": list(r.notes),
         "limits": to_jsonable(r.limits),
+        "functions": [_function_json(f) for f in r.functions],
+    }
+
+
+def _function_json(f: Any) -> dict[str, Any]:
+    return {
+        "name": f.name,
+        "file": f.file,
+        "lifted": f.lifted,
+        "reason": f.reason,
+        "paths": {"base": f.paths.base, "patched": f.paths.patched},
+        "violations": {"base": to_jsonable(f.violations.base),
+                       "patched": to_jsonable(f.violations.patched)},
+        "change": f.change,
     }
 
 
@@ -915,6 +931,7 @@ def _markdown(report: Report, tables: bool, header: bool = True,
             out += _wrap(f"The findings' tables are {tables_at}.")
         out += _finding_lines(report, labels, tables=tables)
         out.append("")
+    out += _balance_lines(labels, report.runs)
     if any(r.limits for r in report.runs):
         out.append("## Limits")
         out += _limits_lines(report, labels, full=full_limits)
@@ -945,6 +962,29 @@ def _markdown(report: Report, tables: bool, header: bool = True,
     out += ["Reproduce:", "", *_command_lines(report.command), ""]
     text = "\n".join(ln.rstrip() for ln in out)
     return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _balance_lines(labels: list[str], runs: Sequence[RunResult]) -> list[str]:
+    """BALANCE differences only: functions whose change is not ``pass``."""
+    out: list[str] = []
+    for lb, r in zip(labels, runs, strict=True):
+        for f in r.functions:
+            if f.change == "pass":
+                continue
+            if not out:
+                out += ["## BALANCE differences", ""]
+            paths = f"{f.paths.base}/{f.paths.patched} paths"
+            out += _wrap(f"{f.name} ({f.file}) on {lb}: {f.change}, {paths}"
+                         + (f" - {f.reason}" if f.reason else ""), indent="    ",
+                         first="  - ")
+            for side in ("base", "patched"):
+                for v in getattr(f.violations, side)[:4]:
+                    out += _wrap(f"{side}: {v.kind} {v.resource} returning {v.rc}; "
+                                 f"acquired {v.acquired_at}, returned {v.returned_at}; "
+                                 f"choices: {'; '.join(v.choices) or 'defaults'}",
+                                 indent="        ", first="      ")
+            out.append("")
+    return out
 
 
 # --------------------------------------------------------------------------- junit.xml

@@ -16,6 +16,14 @@ from verifier.model import Checkout, CheckResult, Outcome, PatchSeries, VerifyEr
 
 Progress = Callable[[str], None]
 PACK = "generic"
+# runs[].functions[] of the last run_generic per worktree: the pipeline takes them with
+# take_functions() (run_generic's return shape is shared with the BUILD work).
+LAST_FUNCTIONS: dict[str, list] = {}
+
+
+def take_functions(co: Checkout) -> tuple:
+    """The BALANCE per-function results of the last run_generic on ``co``."""
+    return tuple(LAST_FUNCTIONS.pop(str(co.path), ()))
 
 
 def concerns(series: PatchSeries) -> bool:
@@ -61,12 +69,17 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
         why = patched.reason if not patched.ok else base.reason  # type: ignore[union-attr]
         notes.append(f"generic: the tree's build could not be prepared: {why}")
 
-    # ---- BALANCE goes here (issue 9 parts 3-6): lift each touched function's unit from
-    # `base`/`patched` (PreparedTree.unit_command gives the tree's exact command), explore
-    # its paths, and append a CheckResult(pack=PACK, id="BALANCE", ...) to `results`.
+    from verifier.generic.balance_check import balance_check
+
+    check, functions, balance_notes = balance_check(base, patched, units, cache,
+                                                    progress=progress, ref=co.ref,
+                                                    series=series)
+    results.append(check)
+    notes.extend(balance_notes)
+    LAST_FUNCTIONS[str(co.path)] = functions
     # ---- end of BALANCE
 
     return results, notes
 
 
-__all__ = ["PACK", "concerns", "run_generic"]
+__all__ = ["PACK", "concerns", "run_generic", "take_functions"]

@@ -1,0 +1,10 @@
+#ifndef TOY_ASM_CONFIG_H
+#define TOY_ASM_CONFIG_H
+#define PML4_ENTRY_BITS 39
+#define PML4_ADDR(_slot) (((_slot ## UL) >> 8) * 0xffff000000000000UL | ((_slot ## UL) << PML4_ENTRY_BITS))
+#define FRAMETABLE_VIRT_START PML4_ADDR(261)
+#define FRAMETABLE_SIZE (1UL << 30)
+#define DIRECTMAP_VIRT_START PML4_ADDR(262)
+#define DIRECTMAP_SIZE (1UL << 32)
+#define STACK_SIZE (4096UL * 8)
+#endif

@@ -1,0 +1,91 @@
+/* Made-up unit for the generic-mode mechanics (not Xen code). Each function has a
+ * balanced form and, with -DBUGGY, the resource slip a real fix would remove. */
+#include <xen/mm.h>
+#include <xen/sched.h>
+
+int take_two(struct domain *d, unsigned long mfn)
+{
+    struct page_info *pg = mfn_to_page(mfn);
+    spin_lock(&d->lock);
+    if ( !get_page(pg, d) )
+    {
+#ifndef BUGGY
+        spin_unlock(&d->lock);
+#endif
+        return -EINVAL;
+    }
+    put_page(pg);
+    spin_unlock(&d->lock);
+    return 0;
+}
+
+/* Returns holding d->lock on success by design (the contract learnt from base). */
+int lock_if_ready(struct domain *d)
+{
+    if ( !spin_trylock(&d->lock) )
+        return -ENOENT;
+    return 0;
+}
+
+int mapper(struct domain *d, unsigned long mfn)
+{
+    char *va = map_domain_page(mfn);
+    int rc = 0;
+    read_lock(&d->rw);
+    if ( !get_page(mfn_to_page(mfn), d) )
+        rc = -EINVAL;
+    else
+        put_page(mfn_to_page(mfn));
+    va[1] = va[0];
+    read_unlock(&d->rw);
+#ifdef BUGGY
+    if ( rc )
+        return rc;
+#endif
+    unmap_domain_page(va);
+    return rc;
+}
+
+int uses_current(void)
+{
+    struct domain *d = current->domain;
+    void *p = _xmalloc(64, 8);
+    if ( !p )
+        return -ENOMEM;
+    if ( d->domain_id )
+        BUG();
+    xfree(p);
+    return 0;
+}
+
+int double_take(struct domain *d)
+{
+    spin_lock(&d->lock);
+#ifdef BUGGY
+    spin_lock(&d->lock);
+#endif
+    spin_unlock(&d->lock);
+    return 0;
+}
+
+/* A modelled function the unit defines itself: its callers here see a stub. */
+int page_lock(struct page_info *pg)
+{
+    return pg->count_info != 0;
+}
+
+void page_unlock(struct page_info *pg)
+{
+    (void)pg;
+}
+
+int locks_page(unsigned long mfn)
+{
+    struct page_info *pg = mfn_to_page(mfn);
+    if ( !page_lock(pg) )
+        return -EINVAL;
+#ifndef BUGGY
+    page_unlock(pg);
+#endif
+    return 0;
+}

@@ -72,7 +72,9 @@ def _run(patch: Path, source, cache: Path, out: Path) -> tuple[subprocess.Comple
 
 def _failed_details(report: dict) -> list[str]:
     (run,) = report["runs"]
-    return [f"{c['id']}: {c['detail']}" for c in run["checks"] if c["patched"] == "fail"]
+    # the pack's checks ran the hostile code; generic BUILD judges its text on its own
+    return [f"{c['id']}: {c['detail']}" for c in run["checks"]
+            if c["patched"] == "fail" and c["pack"] != "generic"]
 
 
 @pytest.fixture()

@@ -107,9 +107,12 @@ def test_cli_jobs_option(tmp_path: Path) -> None:
 
 
 def test_same_harness_built_at_once_is_built_safely(tmp_path: Path) -> None:
+    from verifier import sandbox
+
     src = harness.HarnessSources(files={"pieces.c": "int piece(void) { return 42; }\n",
                                         "driver.c": "int piece(void);\n"
-                                                    "int main(void) { return piece() - 42; }\n"},
+                                                    "int main(void) { return piece() - 42; }\n",
+                                        harness.GUARD_FILE: sandbox.GUARD_C},
                                  label="made-up", pieces={})
     built: list[harness.Built] = []
     errors: list[BaseException] = []

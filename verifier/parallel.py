@@ -37,7 +37,10 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSource, ref: str,
            cache: Path, checks: bool, report_progress: bool, exhaustive: bool) -> None:
     global _busy
+    from verifier import tree
     from verifier.pipeline import verify_ref
+
+    tree.forget_parked()  # the parent's parked worktrees are the parent's, not to be shared
 
     # The terminal's Ctrl-C reaches every process of the group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -57,6 +60,7 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
             queue.put(("error", n, RuntimeError(f"{type(e).__name__}: {e}")))
     finally:
         _busy = False
+        tree.release_parked()  # a forked child ends without running atexit handlers
 
 
 def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cache: Path, *,

@@ -117,11 +117,22 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
     ``jobs`` > 1 runs that many refs at once, each in a process of its own (worktrees,
     harness builds and runs are all per process); the runs keep the order given.
     """
-    from verifier.tree import resolve
+    from verifier.tree import release_parked, resolve
 
     todo = [(source, ref) for source, refs in trees for ref in (refs or [source.default_ref])]
     for source, ref in todo:
         resolve(source, ref)
+    try:
+        runs = _verify_all(series, todo, cache, checks=checks, progress=progress,
+                           exhaustive=exhaustive, jobs=jobs)
+    finally:  # one run's worktrees serve its own refs only: none is left for the next
+        release_parked()
+    return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))
+
+
+def _verify_all(series: PatchSeries, todo: list[tuple[TreeSource, str]], cache: Path, *,
+                checks: bool, progress: Progress | None, exhaustive: bool,
+                jobs: int) -> list[RunResult]:
     if jobs > 1 and len(todo) > 1:
         from verifier.parallel import verify_parallel
 
@@ -136,7 +147,7 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
                                    exhaustive=exhaustive))
             if say and len(todo) > 1:
                 say(f"{ref}: {done_line(runs[-1], time.monotonic() - t0)}")
-    return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))
+    return runs
 
 
 def _numbered(progress: Progress | None, n: int, total: int,

@@ -320,6 +320,13 @@ def _remove_worktree(repo: Path, base: Path, path: Path) -> None:
             _git(repo, "worktree", "prune")
 
 
+def forget_parked() -> None:
+    """Drop this process's record of parked worktrees without removing them (a forked
+    child: the worktrees belong to its parent)."""
+    with _PARKED_LOCK:
+        _PARKED.clear()
+
+
 @atexit.register
 def release_parked() -> None:
     """Remove every parked worktree (at exit; callers may call it earlier)."""

@@ -30,7 +30,8 @@ import jinja2
 
 from verifier.generic import dwarf, resources, stubs
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "harness_templates" / "generic"  # in the wheel too
+# verifier/harness_templates: the top-level folder, in the wheel too
+TEMPLATES = Path(__file__).resolve().parent.parent / "harness_templates" / "generic"
 OVERLAY = TEMPLATES / "overlay"
 VERSION = "lift-5"
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -38,8 +36,9 @@ def test_page_is_self_contained_with_grid_and_plot() -> None:
     assert not FETCH.search(page), FETCH.search(page)
     # the branch x check grid: a cell per ref and check, coloured by what it did
     assert 'class="cell regression"' in page and 'class="cell fixed"' in page
-    assert page.count("<svg") == 1 and "Pages walked against domain size" in page
-    assert "Paths explored per function" not in page  # no run carries functions
+    # pages walked (P4's tables) and paths per function (the generic run's functions)
+    assert page.count("<svg") == 2 and "Pages walked against domain size" in page
+    assert "Paths explored per function" in page
     # the finding tables whole, as the pack wrote them
     assert "<th>max per call</th>" in page
     # the text of report.md is there too
@@ -65,15 +64,14 @@ def test_walk_series_groups_coinciding_curves() -> None:
                       "be05b5385f^ patched v2": [(4096.0, 0.0)]}
 
 
-@dataclass(frozen=True)
-class _GenericRun(RunResult):  # the generic mode's field, as another change adds it
-    functions: tuple[Any, ...] = field(default=())
-
-
 def test_generic_mode_plots_paths_per_function() -> None:
-    run = _GenericRun("master", "a" * 40, "s", "t", ApplyResult(ApplyStatus.CLEAN, "ok"),
-                      functions=({"name": "do_mmu_update", "paths": {"base": 12, "patched": 14}},
-                                 {"name": "put_page", "paths": {"base": 3, "patched": 3}}))
+    from verifier.model import FunctionResult, Sides
+
+    run = RunResult("master", "a" * 40, "s", "t", ApplyResult(ApplyStatus.CLEAN, "ok"),
+                    functions=(FunctionResult("do_mmu_update", "xen/arch/x86/mm.c", True,
+                                              paths=Sides(12, 14)),
+                               FunctionResult("put_page", "xen/arch/x86/mm.c", True,
+                                              paths=Sides(3, 3))))
     page = render_html(Report(PatchSeries((PATCH,)), (run,), "c", overall_verdict((run,))))
     assert "Paths explored per function" in page and page.count("<svg") == 1
     assert "master: do_mmu_update" in page

@@ -304,10 +304,18 @@ class BalanceViolation:
 
 @dataclass(frozen=True)
 class Sides:
-    """A value before the patch and with it (None: that side did not run)."""
+    """Paths explored before the patch and with it (None: that side did not run)."""
 
-    base: Any = None
-    patched: Any = None
+    base: int | None = None
+    patched: int | None = None
+
+
+@dataclass(frozen=True)
+class ViolationSides:
+    """The violations found before the patch and with it."""
+
+    base: tuple[BalanceViolation, ...] = ()
+    patched: tuple[BalanceViolation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -319,7 +327,7 @@ class FunctionResult:
     lifted: bool
     reason: str = ""  # why not lifted / explored, or a budget note
     paths: Sides = Sides()  # paths explored: int per side
-    violations: Sides = Sides((), ())  # tuple[BalanceViolation, ...] per side
+    violations: ViolationSides = ViolationSides()
     change: str = "pass"  # fixed | REGRESSION | fails as on base | pass | fail | n/a | error
 
 
@@ -415,6 +423,7 @@ __all__ = [
     "TreeSource",
     "Verdict",
     "VerifyError",
+    "ViolationSides",
     "overall_verdict",
     "run_verdict",
     "to_jsonable",

@@ -56,7 +56,8 @@ def _limits() -> sandbox.Limits:
 class HarnessProcess:
     """One running driver. ``call`` sends a command and returns its JSON reply."""
 
-    def __init__(self, exe: Path, timeout: float = 10.0) -> None:
+    def __init__(self, exe: Path, timeout: float = 10.0, *, forks: bool = False) -> None:
+        # forks: the harness runs each path in a child of its own (generic mode)
         self.exe = Path(exe)
         self.timeout = timeout
         self.trace: list[str] = []
@@ -68,6 +69,7 @@ class HarnessProcess:
             limits=_limits(),
             env=sandbox.asan_env(ENV),
             seccomp=True,
+            processes=forks,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -164,8 +164,13 @@ def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
-def seccomp_program() -> bytes:
-    """The harness's filter (struct sock_filter[]) for bwrap --seccomp."""
+def seccomp_program(processes: bool = False) -> bytes:
+    """The harness's filter (struct sock_filter[]) for bwrap --seccomp.
+
+    ``processes``: a harness that runs each path in a forked child of its own (generic
+    mode) may fork and signal its children; they stay in its PID namespace, within its
+    process-count limit, and exec stays trapped.
+    """
     ld_abs, jeq, jset, jge, ret = 0x20, 0x15, 0x45, 0x35, 0x06
     nr_off, arch_off = 0, 4
 
@@ -181,18 +186,21 @@ def seccomp_program() -> bytes:
         _insn(ret, 0, 0, _RET_KILL_PROCESS),
     ]
     for cat, numbers in _TRAPPED.items():
+        if processes and cat in (3, 5):
+            continue
         for nr in numbers:
             prog += [_insn(jeq, 0, 1, nr), _insn(ret, 0, 0, _RET_TRAP | cat)]
     # clone3's flags are in memory the filter cannot read: ENOSYS, glibc falls back to clone
     for nr in (_CLONE3, _OPENAT2):
         prog += [_insn(jeq, 0, 1, nr), _insn(ret, 0, 0, _RET_ERRNO | _ENOSYS)]
-    prog += [  # clone without CLONE_THREAD is a new process; with it, a thread (ASan's own)
-        _insn(jeq, 0, 4, _CLONE),
-        _insn(ld_abs, 0, 0, arg_lo(0)),
-        _insn(jset, 1, 0, _CLONE_THREAD),
-        _insn(ret, 0, 0, _RET_TRAP | 3),
-        _insn(ld_abs, 0, 0, nr_off),
-    ]
+    if not processes:
+        prog += [  # clone without CLONE_THREAD is a new process; with it, a thread (ASan's)
+            _insn(jeq, 0, 4, _CLONE),
+            _insn(ld_abs, 0, 0, arg_lo(0)),
+            _insn(jset, 1, 0, _CLONE_THREAD),
+            _insn(ret, 0, 0, _RET_TRAP | 3),
+            _insn(ld_abs, 0, 0, nr_off),
+        ]
     for nr, argi in _OPEN_FLAGS_ARG.items():
         prog += [
             _insn(jeq, 0, 3, nr),
@@ -408,10 +416,10 @@ def command(
     return [*args, "--", *argv]
 
 
-def _seccomp_file() -> int:
+def _seccomp_file(processes: bool = False) -> int:
     """A readable fd holding the filter (bwrap reads it once at start)."""
     with tempfile.TemporaryFile() as f:
-        f.write(seccomp_program())
+        f.write(seccomp_program(processes))
         f.flush()
         return os.open(f"/proc/self/fd/{f.fileno()}", os.O_RDONLY)
 
@@ -425,6 +433,7 @@ def popen(
     limits: Limits | None = None,
     env: Mapping[str, str] | None = None,
     seccomp: bool = False,
+    processes: bool = False,
     **popen_kw: object,
 ) -> subprocess.Popen:
     """Start ``argv`` in the sandbox (Popen-like; for the long-lived harness process).
@@ -436,7 +445,7 @@ def popen(
     limits = limits or Limits()
     fds: list[int] = []
     if st.available:
-        fd = _seccomp_file() if seccomp and st.seccomp else None
+        fd = _seccomp_file(processes) if seccomp and st.seccomp else None
         if fd is not None:
             fds.append(fd)
             env = {**(env or {}), "XV_SANDBOX_SECCOMP": "1"}

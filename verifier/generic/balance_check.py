@@ -17,6 +17,7 @@ from verifier.model import (
     FunctionResult,
     Outcome,
     Sides,
+    ViolationSides,
 )
 
 Progress = Callable[[str], None]
@@ -291,7 +292,7 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
     return FunctionResult(
         name=fn, file=unit, lifted=lifted, reason="; ".join(reasons),
         paths=Sides(paths["base"], paths["patched"]),
-        violations=Sides(tuple(viols["base"] or ()), tuple(viols["patched"] or ())),
+        violations=ViolationSides(tuple(viols["base"] or ()), tuple(viols["patched"] or ())),
         change=ch)
 
 

@@ -415,7 +415,7 @@ class Driver:
 
         self.lifted = lifted
         self.model = model
-        self.proc = HarnessProcess(lifted.exe, timeout=timeout)
+        self.proc = HarnessProcess(lifted.exe, timeout=timeout, forks=True)
         self.names = [s.label for s in lifted.stubs]
         self.ret_sizes = [s.ret_size for s in lifted.stubs]
         self.alternatives: dict[str, list] = {}

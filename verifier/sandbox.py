@@ -63,6 +63,9 @@ class Status:
     available: bool
     reason: str  # why not, or what the sandbox is
     seccomp: bool  # the system-call filter applies (x86-64 only)
+    # False: root where no user namespace can be made (a chroot: the kernel refuses
+    # CLONE_NEWUSER there); the other namespaces and dropped capabilities still apply
+    user_ns: bool = True
 
     @property
     def note(self) -> str:
@@ -86,20 +89,32 @@ def status() -> Status:
     if bwrap is None:
         return Status(False, "bubblewrap (bwrap) is not installed; Debian package bubblewrap",
                       False)
-    try:
-        proc = subprocess.run(
-            [bwrap, *_namespace_args(), *_system_args(), "--", "/usr/bin/true"],
-            capture_output=True, timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return Status(False, f"bwrap does not run: {e}", False)
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        return Status(False, "bwrap cannot create namespaces here: "
-                      + (err[-1] if err else f"exit {proc.returncode}"), False)
+    def probe(user_ns: bool) -> subprocess.CompletedProcess | str:
+        try:
+            return subprocess.run(
+                [bwrap, *_namespace_args(user_ns), *_system_args(), "--", "/usr/bin/true"],
+                capture_output=True, timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"bwrap does not run: {e}"
+
     seccomp = platform.machine() == "x86_64"
-    what = "bubblewrap (user, mount, PID, network, IPC namespaces)"
-    return Status(True, what + (" + seccomp filter" if seccomp else ""), seccomp)
+    filt = " + seccomp filter" if seccomp else ""
+    proc = probe(True)
+    if isinstance(proc, str):
+        return Status(False, proc, False)
+    if proc.returncode == 0:
+        return Status(True, "bubblewrap (user, mount, PID, network, IPC namespaces)" + filt,
+                      seccomp)
+    err = proc.stderr.decode(errors="replace").strip().splitlines()
+    if os.geteuid() == 0:  # root in a chroot: every namespace but the user one
+        again = probe(False)
+        if not isinstance(again, str) and again.returncode == 0:
+            return Status(True, "bubblewrap as root without a user namespace (mount, PID, "
+                          "network, IPC namespaces, capabilities dropped)" + filt, seccomp,
+                          user_ns=False)
+    return Status(False, "bwrap cannot create namespaces here: "
+                  + (err[-1] if err else f"exit {proc.returncode}"), False)
 
 
 def require() -> Status:
@@ -344,11 +359,14 @@ __attribute__((constructor(101))) static void xv_guard_init(void)
 # ------------------------------------------------------------------ bwrap command line
 
 
-def _namespace_args() -> list[str]:
+def _namespace_args(user_ns: bool | None = None) -> list[str]:
+    if user_ns is None:
+        user_ns = status().user_ns
+    user = ["--unshare-user"] if user_ns else []
     return [
-        "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc",
+        *user, "--unshare-pid", "--unshare-net", "--unshare-ipc",
         "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session",
-        "--cap-drop", "ALL", "--disable-userns",
+        "--cap-drop", "ALL", *(["--disable-userns"] if user_ns else []),
     ]
 
 

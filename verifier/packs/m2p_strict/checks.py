@@ -641,9 +641,11 @@ def run_on_checkout(
                     else:
                         targets["base"] = base
                         brun = check_target(base, base_dir, exhaustive=exhaustive)
-            prun.setdefault("P9", check_callers(tree))
-            if brun is not None and base_dir is not None:
-                brun.setdefault("P9", check_callers(base_dir))
+            # P9 without a harness (it did not build): the tree is still read, once
+            if "P9" not in prun:
+                prun["P9"] = check_callers(tree)
+            if brun is not None and base_dir is not None and "P9" not in brun:
+                brun["P9"] = check_callers(base_dir)
             limits = pack_limits(targets, exhaustive=exhaustive)
         finally:
             for t in targets.values():
@@ -719,15 +721,13 @@ def write_harness_for(co: Any, out_dir: Path, *, patched: bool, cache: Path,
 
     Returns (the directory, the harness key, the replay files).
     """
-    from verifier.harness import tree_sources, write_sources
+    from verifier.harness import build, tree_sources, write_sources
     from verifier.target import HarnessTarget
 
     tree = Path(co.path)
     src = tree_sources(tree, mutate=mutate, **_provenance(co, patched=patched))
     out = write_sources(src, Path(out_dir))
     replays: list[Path] = []
-    from verifier.harness import build
-
     with HarnessTarget(build(src, Path(cache) / "harness"), label=src.label) as target:
         runs = check_target(target, tree)
     rdir = out / "replay"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verifier.archive import safe_extractall
+from verifier.build import export_commit
 from verifier.model import (
     CheckResult,
     Evidence,
@@ -572,24 +572,6 @@ def _close(target: Any) -> None:
         close()
 
 
-def _export_base(co: Any, dest: Path) -> Path:
-    """The base commit's xen/ tree, read with ``git archive`` (no git state changes)."""
-    import io
-    import subprocess
-    import tarfile
-
-    out = subprocess.run(
-        ["git", "-C", str(co.path), "archive", "--format=tar", co.commit, "xen"],
-        capture_output=True,
-        check=False,
-    )
-    if out.returncode:
-        raise VerifyError(f"cannot read {co.commit[:12]}'s tree: {out.stderr.decode().strip()}")
-    with tarfile.open(fileobj=io.BytesIO(out.stdout)) as tar:
-        safe_extractall(tar, dest, label=f"{co.commit[:12]}'s tree")
-    return dest
-
-
 def _errors(detail: str, ids: Iterable[str]) -> dict[str, PropertyRun]:
     return {i: PropertyRun(i, Outcome.ERROR, detail) for i in ids}
 
@@ -612,7 +594,8 @@ def run_on_checkout(
     target_ids = [c.id for c in CHECKS if c.needs_target]
     targets: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="m2p-base-") as tmp:
-        base_dir = _export_base(co, Path(tmp)) if applied else None
+        # the base commit's tree, read with git archive (no git state changes)
+        base_dir = export_commit(co.path, co.commit, Path(tmp) / "base") if applied else None
         brun: dict[str, PropertyRun] | None = None
         try:
             if factory is None:

@@ -8,13 +8,17 @@ diff mentions; ``Pack.concerns_tree(path)`` says whether a tree has the code at 
 
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.metadata
+import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verifier.model import PackRun, Patch, PatchSeries
+from verifier.model import PackRun, Patch, PatchSeries, VerifyError
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,37 @@ def register_target_factory(pack: str, factory: Callable[..., Any]) -> None:
     TARGET_FACTORIES[pack] = factory
 
 
-def all_packs() -> list[Pack]:
-    from verifier.packs.m2p_strict import PACK as M2P
+ENTRY_POINT_GROUP = "xen_verify.packs"  # an installed distribution's packs: name = "mod:PACK"
 
-    return [M2P]
+
+def all_packs() -> list[Pack]:
+    """Every pack, found rather than listed: each subpackage of ``verifier.packs`` that
+    exports ``PACK``, then each ``xen_verify.packs`` entry point; sorted by name.
+
+    Adding a pack is adding its folder: nothing here names one.
+    """
+    return list(_discover())
+
+
+@functools.lru_cache(maxsize=1)
+def _discover() -> tuple[Pack, ...]:
+    found: dict[str, Pack] = {}
+    for info in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
+        if not info.ispkg:
+            continue
+        pack = getattr(importlib.import_module(info.name), "PACK", None)
+        if isinstance(pack, Pack):
+            found.setdefault(pack.name, pack)
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            pack = ep.load()
+        except Exception as e:  # a broken third-party pack must not stop the tool
+            raise VerifyError(f"check pack entry point {ep.name} ({ep.value}) does not load: "
+                              f"{e}") from None
+        if not isinstance(pack, Pack):
+            raise VerifyError(f"check pack entry point {ep.name} ({ep.value}) is not a Pack")
+        found.setdefault(pack.name, pack)
+    return tuple(found[n] for n in sorted(found))
 
 
 def packs_for(series: PatchSeries) -> list[Pack]:

@@ -132,3 +132,21 @@ def test_modelled_function_defined_in_the_unit_is_a_stub_for_its_callers(lifted_
     # the definition itself stays callable (its real body runs)
     ex, _, _ = _judge(good, "page_lock")
     assert {p.rc for p in ex.paths} == {0}
+
+
+def test_generic_limits_say_what_balance_rests_on():
+    from verifier.generic import generic_limits
+    from verifier.model import FunctionResult, Sides
+
+    assert generic_limits(()) is None
+    assert generic_limits((FunctionResult("f", "xen/common/a.c", False, "inline asm"),)) is None
+    lim = generic_limits((
+        FunctionResult("g", "xen/common/b.c", True, paths=Sides(3, 4)),
+        FunctionResult("f", "xen/common/a.c", False, "inline asm"),
+    ))
+    assert lim.pack == "generic"
+    assert any("xen/common/b.c" in v for v in lim.verbatim)
+    assert not any("xen/common/a.c" in v for v in lim.verbatim)  # not lifted: not "ran"
+    # the model's families, read from its files
+    assert any("spin lock" in m and "gfn lock" in m for m in lim.modelled)
+    assert any("global data starts zeroed" in n for n in lim.not_exercised)

@@ -58,6 +58,8 @@ def test_bookworm_lifts_memory_c_and_catches_a_dropped_put_gfn(debian_bookworm, 
     (fn,) = [f for f in run.functions if f.name == FUNC]
     assert fn.lifted, fn.reason
     assert fn.paths.base >= 10 and fn.paths.patched >= 10  # explored, not one early exit
+    (lim,) = [lim for lim in run.limits if lim.pack == "generic"]  # what BALANCE rests on
+    assert any(UNIT in v for v in lim.verbatim) and any(FUNC in v for v in lim.verbatim)
     assert fn.violations.base == ()  # 4.17 has the XSA-277 fix: clean
     assert fn.change == "REGRESSION"
     leaks = [v for v in fn.violations.patched if v.kind == "leak"]

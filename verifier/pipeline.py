@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verifier.apply import apply_series
-from verifier.generic import run_generic, take_functions
+from verifier.generic import generic_limits, run_generic, take_functions
 from verifier.model import (
     ApplyStatus,
     Checkout,
@@ -102,6 +102,9 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
             found.extend(generic)
             notes.extend(generic_notes)
             functions = take_functions(co)
+            balance_limits = generic_limits(functions)
+            if balance_limits is not None:
+                limits.append(balance_limits)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),

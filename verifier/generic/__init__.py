@@ -12,7 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from verifier.generic.build_check import TITLE, build_check, changed_units, touched_units
-from verifier.model import Checkout, CheckResult, Outcome, PatchSeries, VerifyError
+from verifier.model import (
+    Checkout,
+    CheckResult,
+    Outcome,
+    PackLimits,
+    PatchSeries,
+    VerifyError,
+)
 
 Progress = Callable[[str], None]
 PACK = "generic"
@@ -82,4 +89,43 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     return results, notes
 
 
-__all__ = ["PACK", "concerns", "run_generic", "take_functions"]
+def generic_limits(functions: tuple) -> PackLimits | None:
+    """What BALANCE's verdicts rest on (report.md's Limits, ``runs[].limits[]``), or None
+    where no function was explored."""
+    lifted = [f for f in functions if getattr(f, "lifted", False)]
+    if not lifted:
+        return None
+    from verifier.generic import explore, resources
+
+    units = sorted({f.file for f in lifted})
+    return PackLimits(
+        PACK,
+        verbatim=(
+            "each touched unit compiled whole with the tree's own command and real headers: "
+            + ", ".join(units),
+            "the touched functions and the static functions they call run as written: "
+            + ", ".join(sorted({f.name for f in lifted})),
+        ),
+        modelled=(
+            "every external function: a recording stub whose return value each path "
+            "chooses; resource semantics from the model files ("
+            + ", ".join(resources.load().families) + ")",
+            "external data: zero-filled objects of their real size (DWARF)",
+            "current, per-cpu data: one vCPU on a STACK_SIZE-aligned stack",
+        ),
+        parameters=(
+            f"at most {explore.MAX_PATHS} paths and {explore.MAX_SECONDS:g} s per function "
+            f"and side; a call site in a loop offers its alternatives on its first "
+            f"{explore.SITE_CAP} visits; {explore.PATH_SECONDS} s and {explore.MAX_CALLS} "
+            "calls per path",
+            "entry states: " + ", ".join(v.get("name", "?") for v in explore.variants()),
+        ),
+        not_exercised=(
+            "global data starts zeroed and is never varied: a branch that depends only on a "
+            "global's value (a cpumask, a static flag) takes one side on every path",
+            "one CPU: no interleaving with another CPU",
+        ),
+    )
+
+
+__all__ = ["PACK", "concerns", "generic_limits", "run_generic", "take_functions"]

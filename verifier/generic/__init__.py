@@ -15,6 +15,7 @@ from verifier.generic.build_check import TITLE, build_check, changed_units, touc
 from verifier.model import (
     Checkout,
     CheckResult,
+    FunctionResult,
     Outcome,
     PackLimits,
     PatchSeries,
@@ -89,10 +90,10 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
     return results, notes
 
 
-def generic_limits(functions: tuple) -> PackLimits | None:
+def generic_limits(functions: tuple[FunctionResult, ...]) -> PackLimits | None:
     """What BALANCE's verdicts rest on (report.md's Limits, ``runs[].limits[]``), or None
     where no function was explored."""
-    lifted = [f for f in functions if getattr(f, "lifted", False)]
+    lifted = [f for f in functions if f.lifted]
     if not lifted:
         return None
     from verifier.generic import explore, resources

@@ -90,7 +90,8 @@ def all_packs() -> list[Pack]:
     """Every pack, found rather than listed: each subpackage of ``verifier.packs`` that
     exports ``PACK``, then each ``xen_verify.packs`` entry point; sorted by name.
 
-    Adding a pack is adding its folder: nothing here names one.
+    Adding a pack is adding its folder: nothing here names one. Where two share a name,
+    the first found (the folder) is kept.
     """
     return list(_discover())
 
@@ -107,7 +108,7 @@ def _discover() -> tuple[Pack, ...]:
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:
             pack = ep.load()
-        except Exception as e:  # a broken third-party pack must not stop the tool
+        except Exception as e:  # a broken third-party pack: one line naming it, no traceback
             raise VerifyError(f"check pack entry point {ep.name} ({ep.value}) does not load: "
                               f"{e}") from None
         if not isinstance(pack, Pack):

@@ -157,3 +157,24 @@ def test_constants_come_from_the_tree_and_evaluate(env: str, tmp_path: Path, req
     subprocess.run(["gcc", "-o", str(tmp_path / "c"), str(prog)], check=True)
     out = subprocess.run([str(tmp_path / "c")], capture_output=True, text=True).stdout.split()
     assert out == ["32", "85", "256", "1"]
+
+
+def test_define_caches_follow_a_reused_worktree_path(tmp_path: Path) -> None:
+    """One checkout path serves ref after ref: the define index must be the current
+    tree's, never the previous ref's (a stale index once failed master's harness with
+    "identifiers neither provided by ... the tree's headers")."""
+    hdr = tmp_path / "xen/include/asm-x86"
+    hdr.mkdir(parents=True)
+    src = tmp_path / "xen/arch/x86"
+    src.mkdir(parents=True)
+    (hdr / "config.h").write_text("#define OLD_SLOT 1\n")
+    (src / "mm.c").write_text("#define PTF_old 1\n")
+    assert "OLD_SLOT" in extract._define_index(tmp_path)
+    assert "PTF_old" in extract.file_defines(tmp_path, "xen/arch/x86/mm.c")
+    # the next ref checked out at the same path: files rewritten, one header added
+    (hdr / "config.h").write_text("#define NEW_SLOT 2\n#define OTHER 3\n")
+    (hdr / "page.h").write_text("#define PAGE_ONLY 4\n")
+    (src / "mm.c").write_text("#define PTF_partial_set 2\n")
+    index = extract._define_index(tmp_path)
+    assert "NEW_SLOT" in index and "PAGE_ONLY" in index and "OLD_SLOT" not in index
+    assert set(extract.file_defines(tmp_path, "xen/arch/x86/mm.c")) == {"PTF_partial_set"}

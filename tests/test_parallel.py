@@ -132,3 +132,21 @@ def test_same_harness_built_at_once_is_built_safely(tmp_path: Path) -> None:
     assert {b.exe for b in built} == {tmp_path / f"harness-{src.key}" / "driver"}
     assert subprocess.run([str(built[0].exe)]).returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"harness-{src.key}"]  # no leftovers
+
+
+@pytest.mark.upstream
+def test_upstream_refs_one_process_after_another_judge_as_in_parallel(xen_git, tmp_path):
+    """-j 1 runs refs one after another in one process, reusing its checkout path: each
+    ref must still be judged on its own tree (a stale header index once turned master's
+    checks into errors after stable-4.6, with -j 1 only)."""
+    seed = load_series([str(ROOT / "patches" / "m2p-strict-v1.patch")], xen_git.git_dir)
+    outcomes = {}
+    for jobs in (1, 2):
+        cache = tmp_path / f"cache-{jobs}"
+        source = open_tree(str(xen_git.git_dir), cache)
+        report = pipeline.verify(seed, [(source, ["stable-4.6", "master"])], cache,
+                                 command="test", jobs=jobs)
+        outcomes[jobs] = [(r.ref, str(r.verdict), [(c.id, str(c.base), str(c.patched))
+                                                   for c in r.checks]) for r in report.runs]
+    assert outcomes[1] == outcomes[2]
+    assert all(v == "pass" for _, v, _ in outcomes[1]), outcomes[1]

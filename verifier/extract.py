@@ -425,27 +425,50 @@ def _index_file(tree: Path, f: Path, index: dict[str, tuple[str, int, str, str]]
             index[name] = (rel, line, f"#define {name} {m.group(2)}", m.group(2))
 
 
-@lru_cache(maxsize=32)
+def _identity(files: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
+    """What the caches below are keyed by besides the tree's path: one worktree path
+    serves ref after ref (a run's checkout is reused), so the path alone would hand one
+    ref's headers to the next. A rewritten file changes its mtime, size or inode."""
+    out = []
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append((str(f), st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
 def file_defines(tree: Path, rel: str) -> dict[str, tuple[str, int, str, str]]:
     """File-local ``#define``s of one source file (e.g. mm.c's ``PTF_*``)."""
+    return _file_defines(tree, rel, _identity([tree / rel]))
+
+
+@lru_cache(maxsize=32)
+def _file_defines(tree: Path, rel: str, _identity: tuple
+                  ) -> dict[str, tuple[str, int, str, str]]:
     index: dict[str, tuple[str, int, str, str]] = {}
     if (tree / rel).exists():
         _index_file(tree, tree / rel, index)
     return index
 
 
-@lru_cache(maxsize=8)
 def _define_index(tree: Path) -> dict[str, tuple[str, int, str, str]]:
     """name -> (file, line, full #define text, body) over the x86 + public headers.
 
     The first C-visible definition wins (``#ifdef __ASSEMBLY__`` branches are skipped).
     """
-    index: dict[str, tuple[str, int, str, str]] = {}
     files: list[Path] = []
     for d in header_dirs(tree):
         files.extend(sorted(d.glob("*.h")))
-    for f in files:
-        _index_file(tree, f, index)
+    return _define_index_of(tree, _identity(files))
+
+
+@lru_cache(maxsize=8)
+def _define_index_of(tree: Path, identity: tuple) -> dict[str, tuple[str, int, str, str]]:
+    index: dict[str, tuple[str, int, str, str]] = {}
+    for name, *_ in identity:
+        _index_file(tree, Path(name), index)
     return index
 
 

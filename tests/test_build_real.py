@@ -147,7 +147,15 @@ def test_upstream_eras_prepare_and_compile_units(xen_git, test_cache, tmp_path, 
 def test_upstream_before_411_is_na_with_the_python2_reason(xen_git, test_cache, tmp_path):
     tree = prepare_tree(_export(xen_git, "stable-4.10", tmp_path / "t"), test_cache)
     assert not tree.ok
-    assert "header step" in tree.reason and "Python 2" in tree.reason
+    # what it means first, the script's own message kept in brackets
+    assert tree.reason.startswith("the tree's build scripts (") and "Python 2" in tree.reason
+    assert "SyntaxError" in tree.reason
+
+
+@pytest.mark.upstream
+def test_upstream_before_kconfig_is_na_saying_so(xen_git, test_cache, tmp_path):
+    tree = prepare_tree(_export(xen_git, "stable-4.6", tmp_path / "t"), test_cache)
+    assert not tree.ok and "no Kconfig" in tree.reason
 
 
 @pytest.mark.upstream

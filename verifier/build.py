@@ -41,7 +41,7 @@ from verifier.model import Checkout, VerifyError
 Progress = Callable[[str], None]
 
 # Bump when the preparation or the entry layout changes: old entries are then ignored.
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "5"
 MARKER = ".xen-verify-prepared.json"  # in xen/: the key and the files preparation made
 ROOT_TOKEN = "@XEN_VERIFY_TREE_ROOT@"  # the tree's own path, in what the cache keeps
 # Kconfig symbols set on top of defconfig where the tree has them (olddefconfig drops any
@@ -289,9 +289,11 @@ def _last_error(output: str) -> str:
     if "SyntaxError" in output and re.search(r"print\b", output):
         script = re.findall(r'File "([^"]+\.py)"', output)
         name = f" ({Path(script[-1]).name})" if script else ""
-        why += (f"; the tree's build scripts{name} are Python 2, and this machine's python "
-                "is Python 3")
+        why = f"the tree's build scripts{name} {_PYTHON2} ({why})"
     return why
+
+
+_PYTHON2 = "are Python 2, and this machine's python is Python 3"
 
 
 def _first_error(output: str) -> str:
@@ -371,6 +373,9 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
     def left() -> float:
         return max(10.0, deadline - time.monotonic())
 
+    if not (xen / "Kconfig").is_file():
+        return False, ("the tree has no Kconfig, so no `make defconfig` (Xen's build has "
+                       "it from 4.7)"), False
     try:
         r = _run(["make", "defconfig"], xen, left())
         if r.returncode:
@@ -398,7 +403,10 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
             done = re.findall(r"^xen-verify step (\d+)$", r.stdout, re.M)
             n = int(done[-1]) if done else 0
             step = " ".join(steps[n].split()) if n < len(steps) else "the header steps"
-            return False, f"header step `{step}` failed: {_last_error(out)}", False
+            why = _last_error(out)
+            if _PYTHON2 in why:  # what it means says more than the step and the message
+                return False, why, False
+            return False, f"header step `{step}` failed: {why}", False
     except subprocess.TimeoutExpired:
         return False, f"preparation took longer than {STEP_TIMEOUT} s", True
     except OSError as e:

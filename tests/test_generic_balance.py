@@ -13,7 +13,7 @@ from verifier.generic.balance_check import touched_functions
 
 TOY = Path(__file__).resolve().parent / "c" / "generic"
 FUNCS = ["take_two", "lock_if_ready", "mapper", "uses_current", "double_take", "locks_page",
-         "page_lock"]
+         "page_lock", "fill_table", "overruns_own", "beyond_a_page"]
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -150,3 +150,19 @@ def test_generic_limits_say_what_balance_rests_on():
     # the model's families, read from its files
     assert any("spin lock" in m and "gfn lock" in m for m in lim.modelled)
     assert any("global data starts zeroed" in n for n in lim.not_exercised)
+
+
+def test_pointer_argument_is_a_page_and_its_overrun_is_not_judged(lifted_pair):
+    good, _ = lifted_pair
+    # a table argument indexed within a page runs: no sanitizer report
+    ex, vs, _ = _judge(good, "fill_table")
+    assert {p.outcome for p in ex.paths} == {"return"} and vs == []
+    # past the page: the harness guessed the object's size; the path is not judged
+    ex, vs, _ = _judge(good, "beyond_a_page")
+    assert {p.outcome for p in ex.paths} == {"entry-object"} and vs == []
+    # an overrun of the code's own buffer is a violation, placed on the writing line
+    ex, vs, _ = _judge(good, "overruns_own")
+    assert {p.outcome for p in ex.paths} == {"sanitizer"}
+    line = 1 + next(i for i, ln in enumerate((TOY / "unit.c").read_text().splitlines())
+                    if "buf[n + 16] = 1;" in ln)
+    assert {(v.kind, v.returned_at) for v in vs} == {("sanitizer", f"unit.c:{line}")}

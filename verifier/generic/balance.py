@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from verifier.generic import resources
 from verifier.generic.dwarf import Types
-from verifier.generic.explore import Exploration, PathResult, Symbolizer
+from verifier.generic.explore import NOT_JUDGED, Exploration, PathResult, Symbolizer
 
 
 @dataclass(frozen=True)
@@ -180,12 +180,14 @@ def _violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer
         replay = f"{p.variant}:" + (",".join(str(c.k) for c in p.choices) or "-")
         cls_key = j.rc_text if j.rc_class == "success" else j.rc_class
         rc_label = f"{j.rc_text} ({j.rc_class})" if j.rc_class != "void" else "void"
-        if p.outcome in ("bug", "null-state", "truncated"):
+        if p.outcome in NOT_JUDGED:
             # A BUG/ASSERT the stubs' answers led to: the tree asserts an invariant the
             # stubs do not know (mfn_valid after a p2m lookup...). Not judged.
             continue
         if p.outcome in ("crash", "sanitizer", "hang"):
-            where = sym.at(p.fault) if p.fault else _first_loc(p.stderr, sym)
+            where = (_first_loc(p.stderr, sym) if p.outcome == "sanitizer" else "?")
+            if where == "?" and p.fault:
+                where = sym.at(p.fault)
             out.append(Violation(p.outcome, "", p.outcome, choices, where, where, replay))
             continue
         if p.outcome != "return":
@@ -219,10 +221,17 @@ def _return_site(sym: Symbolizer, p: PathResult) -> str:
 
 
 def _first_loc(err: str, sym: Symbolizer) -> str:
-    """The first tree file:line a sanitizer report names (tree-relative)."""
+    """The tree file:line a sanitizer report is about (tree-relative): its SUMMARY line,
+    a UBSan "file:line:col: runtime error", or else the first tree frame it names."""
     import re
 
-    for m in re.finditer(r"([\w./-]+\.[ch]):(\d+)", err or ""):
+    err = err or ""
+    head = re.findall(r"SUMMARY: \w+Sanitizer: \S+ ([\w./-]+\.[ch]):(\d+)", err)
+    head += re.findall(r"([\w./-]+\.[ch]):(\d+):\d+: runtime error", err)
+    for f, line in head:
+        if "runtime.c" not in f and "stubs.c" not in f:
+            return sym._tree_path(f"{f}:{line}")
+    for m in re.finditer(r"([\w./-]+\.[ch]):(\d+)", err):
         if "runtime.c" in m.group(1) or "stubs.c" in m.group(1):
             continue
         return sym._tree_path(f"{m.group(1)}:{m.group(2)}")

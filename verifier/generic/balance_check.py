@@ -124,15 +124,19 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
                             _describe(side.driver, side.sym))
     vs = [_with_replay(side, fn, v, i) for i, v in enumerate(vs)]
     notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
-    unjudged = {k: sum(1 for p in ex.paths if p.outcome == k)
-                for k in ("bug", "null-state", "truncated")}
-    what = {"bug": "a BUG/ASSERT or panic", "null-state": "a NULL field of the zeroed state",
-            "truncated": "the call budget"}
-    for k, n in unjudged.items():
+    for k, what in explore.NOT_JUDGED.items():
+        n = sum(1 for p in ex.paths if p.outcome == k)
         if n:
-            notes.append(f"{n} path(s) ended on {what[k]} (not judged)")
+            notes.append(f"{n} path(s) ended on {what} (not judged)")
     note = ", ".join(notes)
+    if ex.paths and all(p.outcome in explore.NOT_JUDGED for p in ex.paths):
+        raise NothingJudged(note)
     return len(ex.paths), vs, learnt, ex.seconds, note
+
+
+class NothingJudged(Exception):
+    """Every path ended on the harness's own state (a BUG the stubs led to, a NULL field of
+    the zeroed state...): the side ran but nothing in it can be judged."""
 
 
 def _with_replay(side: _Side, fn: str, v: balance.Violation, i: int) -> balance.Violation:
@@ -252,6 +256,7 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
     paths: dict[str, int | None] = {"base": None, "patched": None}
     viols: dict[str, list[BalanceViolation] | None] = {"base": None, "patched": None}
     reasons = []
+    explored_only: set[str] = set()  # lifted and explored, but no path could be judged
     contract = None
     for name, present in (("base", in_base), ("patched", in_patched)):
         side = sides.get(name)
@@ -273,6 +278,10 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
         except explore.ExploreError as e:
             reasons.append(f"{name}: not explored: {e}")
             continue
+        except NothingJudged as e:
+            reasons.append(f"{name}: no path judged: {e}")
+            explored_only.add(name)
+            continue
         except Exception as e:
             reasons.append(f"{name}: harness failed: {str(e).splitlines()[0][:200]}")
             continue
@@ -282,8 +291,8 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
             reasons.append(f"{name}: {note}")
         paths[name] = n
         viols[name] = [_model_violation(v) for v in vs]
-    lifted = all(viols[k] is not None for k in sides)
-    if not lifted:
+    lifted = all(viols[k] is not None or k in explored_only for k in sides)
+    if not all(viols[k] is not None for k in sides):
         ch = "error"
     elif "base" in sides:
         ch = balance.change(_as_bal(viols["base"]), _as_bal(viols["patched"]))
@@ -303,13 +312,14 @@ def _as_bal(vs) -> list[balance.Violation]:
 
 def _check(functions: list[FunctionResult], has_base: bool, paths: int, secs: float
            ) -> CheckResult:
-    ran = [f for f in functions if f.lifted]
+    ran = [f for f in functions if f.lifted and f.change != "error"]
     if not functions:
         return CheckResult(id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA,
                            detail="the patch touches no function in a C unit", pack="generic")
     if not ran:  # like an unpreparable tree: nothing was judged, each function says why
         return CheckResult(id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA,
-                           detail=f"no touched function could be lifted: {functions[0].reason}",
+                           detail="no touched function could be lifted and judged: "
+                                  f"{functions[0].reason}",
                            pack="generic")
 
     def outcome(side: str) -> Outcome:
@@ -321,11 +331,14 @@ def _check(functions: list[FunctionResult], has_base: bool, paths: int, secs: fl
         found = sum(len(f.violations.patched) for f in ran)
         return CheckResult(
             id="BALANCE", title=TITLE, base=Outcome.NA, patched=Outcome.NA, pack="generic",
-            detail=f"already applied: no base to compare with; {len(ran)}/{len(functions)} "
-                   f"functions lifted, {paths} paths, {found} violation(s) shown in "
+            detail=f"already applied: no base to compare with; "
+                   f"{sum(1 for f in functions if f.lifted)}/{len(functions)} functions "
+                   f"lifted, {len(ran)} judged, {paths} paths, {found} violation(s) shown in "
                    "runs[].functions, not judged")
     changed = [f for f in ran if f.change not in ("pass",)]
-    parts = [f"{len(ran)}/{len(functions)} functions lifted, {paths} paths in {secs:.1f}s"]
+    lifted = sum(1 for f in functions if f.lifted)
+    parts = [f"{lifted}/{len(functions)} functions lifted, {len(ran)} judged, {paths} paths "
+             f"in {secs:.1f}s"]
     for f in changed:
         parts.append(f"{f.name}: {f.change}")
     first = next((v for f in changed for v in (*f.violations.patched, *f.violations.base)),

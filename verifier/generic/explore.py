@@ -33,6 +33,11 @@ MAX_SECONDS = 10.0
 PATH_SECONDS = 2
 MAX_CALLS = 20000
 MAX_OBJECTS = 1500
+# Path outcomes that rest on the harness's own guesses, not on the tree: never judged
+NOT_JUDGED = {"bug": "a BUG/ASSERT or panic", "null-state": "a NULL field of the zeroed state",
+              "entry-object": "an overrun of an entry object the harness sized",
+              "truncated": "the call budget"}
+ARG_OBJECT_MIN = 4096  # bytes of an entry argument's object (see entry_lines)
 ERRNO = {"EINVAL": 22, "ENOMEM": 12, "ENOENT": 2, "EFAULT": 14, "ERESTART": 85,
          "EBUSY": 16, "ESRCH": 3, "EPERM": 1, "EAGAIN": 11}
 INT_ALTERNATIVES = (0, -22, -12)
@@ -61,7 +66,8 @@ class Call:
 class PathResult:
     script: tuple[int, ...]
     calls: list[Call]
-    outcome: str  # return | bug | crash | sanitizer | hang | truncated
+    outcome: str  # return | bug | crash | sanitizer | hang | truncated | null-state
+    #               | entry-object (overran a harness-sized entry object: not judged)
     rc: int | None = None
     last_pc: int = 0  # the last block of the function that ran (its epilogue, at -O0)
     last_pcs: tuple[int, ...] = ()  # the function's last blocks, newest first
@@ -199,9 +205,9 @@ class _Graph:
     def val(self, obj: int, off: int, size: int, value: int) -> None:
         self.lines.append(f"w 0 {obj} {off} {size} {value} 0")
 
-    def struct(self, key: int, depth: int, ancestors: dict[int, int]) -> int:
+    def struct(self, key: int, depth: int, ancestors: dict[int, int], least: int = 64) -> int:
         t = self.types.get(key)
-        idx = self.obj(max(t.size, 64))
+        idx = self.obj(max(t.size, least))
         self.all_of.setdefault(key, []).append(idx)
         anc = {**ancestors, key: idx}
         self.fill(idx, 0, key, depth, anc)
@@ -306,14 +312,17 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int], variant: d
             raise ExploreError("more than six argument registers")
         if t.kind == "ptr" and t.target is not None and types.get(t.target).kind == "struct":
             tgt = types.get(t.target)
-            idx = g.struct(t.target, 2, {})  # each argument its own object
+            # each argument its own object, at least a page: a pointer argument is often
+            # an array (page-table entries, page_info runs of 1 << order)
+            idx = g.struct(t.target, 2, {}, least=ARG_OBJECT_MIN)
             g.by_type.setdefault(t.target, idx)
             if t.target == domain_key and domain_obj is None:
                 domain_obj = idx
             args.append(f"arg {reg} obj {idx}")
             desc.append(f"{name}: zeroed struct {tgt.name}")
         elif t.kind == "ptr":
-            size = max(types.sizeof(t.target), 64) if t.target is not None else 4096
+            size = max(types.sizeof(t.target), ARG_OBJECT_MIN) if t.target is not None \
+                else ARG_OBJECT_MIN
             idx = g.obj(min(size, 1 << 20))
             args.append(f"arg {reg} obj {idx}")
             desc.append(f"{name}: zeroed buffer")
@@ -357,6 +366,7 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
     calls: list[Call] = []
     outcome, rc, last_pc, fault, priv = "crash", None, 0, 0, []
     last_pcs: tuple[int, ...] = ()
+    entry_overrun = False
     for ln in reply.get("events", "").splitlines():
         p = ln.split()
         if not p:
@@ -393,6 +403,8 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
             outcome = "truncated"
         elif p[0] == "P":
             priv.append(p[1])
+        elif p[0] == "E":
+            entry_overrun = True
     err = reply.get("stderr", "")
     ex = reply.get("exit", 0)
     err = "\n".join(ln for ln in err.splitlines() if "swapcontext" not in ln)
@@ -403,8 +415,19 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
         null_segv = bool(m) and int(m.group(1), 16) < NULL_PAGE
         null_ub = bool(ub) and not real and "AddressSanitizer" not in err
         outcome = "null-state" if (null_segv or null_ub) and not real else "sanitizer"
+        if outcome == "sanitizer" and not real and (entry_overrun
+                                                     or _overran_entry_object(err)):
+            outcome = "entry-object"
     return PathResult(script=script, calls=calls, outcome=outcome, rc=rc, last_pc=last_pc,
                       last_pcs=last_pcs, fault=fault, stderr=err[:4000], privileged=priv)
+
+
+def _overran_entry_object(err: str) -> bool:
+    """An ASan overflow past an object the harness built for the entry state: its size
+    is the harness's guess (a pointer argument may be an array), so not judged."""
+    m = re.search(r"(?:heap-buffer-overflow|container-overflow).*?\n"
+                  r"allocated by thread \w+ here:\n((?:\s+#\d+ .*\n?)+)", err, re.S)
+    return bool(m) and "build_state" in m.group(1)
 
 
 class Driver:

@@ -89,3 +89,24 @@ int locks_page(unsigned long mfn)
 #endif
     return 0;
 }
+
+/* Indexes its argument as a table: slot 300 lies past a small object, within a page. */
+void fill_table(unsigned long *table, unsigned long slot_value)
+{
+    table[300] = slot_value;
+    table[511] = slot_value;
+}
+
+/* Writes past a buffer of its own: an overrun in the code, not in the harness state. */
+int overruns_own(unsigned int n)
+{
+    volatile char buf[16];
+    buf[n + 16] = 1;
+    return buf[0];
+}
+
+/* Writes past even a page-sized argument: the harness's guess at its size, not judged. */
+void beyond_a_page(unsigned long *table)
+{
+    table[4096] = 1;
+}

@@ -41,7 +41,7 @@ def _variants_in(md: str) -> list[str]:
     base = ""
     for item in items:
         item = re.sub(r" \[table: \d+ rows\]$", "", item)
-        m = re.match(r"(?:On [^:]*: as on [^,]*|As above), with (.*)\.$", item)
+        m = re.match(r"(?:On [^:]*: as on .*?|As above), with (.*)\.$", item)
         if m and base:
             text = base
             for new, old in re.findall(r'"(.*?)" for "(.*?)"(?:; |$)', m.group(1)):
@@ -55,6 +55,20 @@ def _variants_in(md: str) -> list[str]:
     return texts
 
 
+def _header_ids(header: str) -> dict[str, int]:
+    """A matrix header's check ids -> column index; ``P2,P4-P5`` heads one column."""
+    out: dict[str, int] = {}
+    for n, cell in enumerate(c.strip() for c in header.strip("|").split("|")):
+        for part in cell.split(","):
+            m = re.fullmatch(r"(\D*)(\d+)-(\D*)(\d+)", part)
+            if m and m.group(1) == m.group(3) and int(m.group(2)) < int(m.group(4)):
+                for k in range(int(m.group(2)), int(m.group(4)) + 1):
+                    out[f"{m.group(1)}{k}"] = n
+            else:
+                out[part] = n
+    return out
+
+
 def fact_problems(report: Report, md: str) -> list[str]:
     out: list[str] = []
     text = flat(md)
@@ -66,13 +80,12 @@ def fact_problems(report: Report, md: str) -> list[str]:
             out.append(f"{r.ref}: no row in the summary table")
         elif r.checks and not any(_checks_cell(r) in row for row in rows):
             # the checks' own matrix: a column per check id, a cell per outcome
-            header = next((ln for ln in md.splitlines() if ln.startswith("| ref ")
-                           and f" {r.checks[0].id} " in ln), "")
-            ids = [c.strip() for c in header.strip("|").split("|")]
-            cells = {i: [c.strip() for c in row.strip("|").split("|")] for i in ids
-                     for row in rows[-1:]}
+            heads = [ln for ln in md.splitlines() if ln.startswith("| ref ")]
+            header = next((h for h in heads if r.checks[0].id in _header_ids(h)), "")
+            ids = _header_ids(header)  # a shared column's ids map to its one index
+            row = [c.strip() for c in rows[-1].strip("|").split("|")]
             for c in r.checks:
-                got = cells[c.id][ids.index(c.id)] if c.id in ids else None
+                got = row[ids[c.id]] if c.id in ids and ids[c.id] < len(row) else None
                 if got != _cell(c):
                     out.append(f"{r.ref} {c.id}: {_cell(c)!r} not in the matrix ({got!r})")
         for c in r.checks:

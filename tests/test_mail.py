@@ -28,7 +28,7 @@ from verifier.model import (
     overall_verdict,
     run_verdict,
 )
-from verifier.report import render_markdown
+from verifier.report import _markdown, render_markdown
 
 P, F = Outcome.PASS, Outcome.FAIL
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,6 +192,29 @@ def test_fact_check_catches_a_dropped_fact() -> None:
     assert fact_problems(report, md.replace("applies with offsets", "applies"))
 
 
+def test_longest_report_packs_the_legend_and_leaves_hunk_lines_to_html() -> None:
+    """Four more refs (eight): past every other cut the check legend becomes a paragraph,
+    and appendix lines that repeat the apply detail are left to report.html."""
+    report = seed_like()
+    first = report.runs[0]
+    extra = [RunResult(**{**first.__dict__, "ref": f"stable-{n}", "checks": checks(
+        f"stable-{n}", True, ["base (0123456789ab)", "patched (worktree)"], 90 + n,
+        (1102 + n, 1174, 2871, 4135), "bool_t")}) for n in range(4)]
+    runs = (*report.runs, *extra)
+    six = Report(report.series, runs, report.command, overall_verdict(runs))
+    md = render_markdown(six)
+    assert fact_problems(six, md) == []
+    # the last cut: shorter than the one before it, and within 80 columns
+    before = _markdown(six, tables=False, full_limits=False, brief_accepted=True)
+    assert md.count("\n") < before.count("\n") - 10
+    assert [p for p in size_problems(md) if "lines (at most" not in p] == []
+    assert "Checks: P1 " in md and "\n- P1 " not in md  # the legend, packed
+    assert "(box_set_info_guest): line 1067 -> 1075" not in md  # the hunk line: in html
+    assert "each hunk's lines and each prerequisite's uses." in flat(md)
+    # the ref that ran no check keeps its row in the summary table only
+    assert sum(ln.startswith("| stable-b ") for ln in md.splitlines()) == 1
+
+
 def test_findings_tables_kept_when_the_mail_is_short() -> None:
     """Under the line budget the finding tables stay, pivoted or one line per row."""
     report = seed_like()
@@ -226,3 +249,25 @@ def test_seed_on_four_upstream_refs(tmp_path: Path) -> None:
     assert [r.ref for r in report.runs] == ["be05b5385f^", "stable-4.6", "stable-4.5", "master"]
     html = (out / "report.html").read_text()
     assert "<svg" in html and "Pages walked against domain size" in html
+
+
+def test_too_wide_matrix_shares_columns_and_the_fact_check_reads_them() -> None:
+    from tests.mailfacts import _header_ids
+    from verifier.report import _check_matrix
+
+    ids = ["BALANCE", "BUILD", *[f"P{i}" for i in range(1, 10)]]
+    same = ["ok"] * 9
+    rows = [("be05b5385f^", ["n/a", "n/a", "FIX", *same[1:]]),
+            ("stable-4.10", ["n/a", "ok", "ok", "ok", "dev", *same[3:]]),
+            ("master", ["pass", "ok", "ok", "ok", "dev", *same[3:]])]
+    table = _check_matrix(ids, rows)
+    assert max(len(ln) for ln in table) <= 80
+    head = _header_ids(table[0])
+    assert set(head) == {"ref", *ids}
+    assert table[0].strip("|").split("|")[head["P4"]].strip() == "P2,P4-P9"  # one column, by id
+    for ref, cells in rows:  # every outcome still read back at its id
+        row = next(ln for ln in table if ln.startswith(f"| {ref} "))
+        got = [c.strip() for c in row.strip("|").split("|")]
+        assert [got[head[i]] for i in ids] == cells
+    # a narrow one stays a column per check
+    assert _check_matrix(ids[2:5], [(r, c[2:5]) for r, c in rows])[0].count("|") == 5

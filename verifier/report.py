@@ -377,7 +377,8 @@ def _sorted_ids(ids: Iterable[str]) -> list[str]:
     return sorted(set(ids), key=key)
 
 
-def _ref_tables(report: Report, labels: list[str]) -> list[str]:
+def _ref_tables(report: Report, labels: list[str], packed: bool = False, tail: str = ""
+                ) -> list[str]:
     """The summary table: one row per ref. Every check's outcome in one cell when that
     fits a mail; else the checks get a matrix of their own, keyed by ref."""
     ids = _check_ids(report.runs)
@@ -402,29 +403,51 @@ def _ref_tables(report: Report, labels: list[str]) -> list[str]:
         compact = _table([["ref", "apply", "checks", "verdict"],
                           *[[b[0], b[2], c, v] for (b, _, v), c in zip(rows, cells, strict=True)]])
     one = _table([[*head, *ids, "verdict"], *[[*b, *c, v] for b, c, v in rows]])
+    legend = ""
     if max(len(ln) for ln in compact) <= MAIL_WIDTH:
         out += compact
     else:
+        # packed: a ref that ran no check keeps its row (and its reason) in the first table
+        shown = [row for row, r in zip(rows, report.runs, strict=True)
+                 if r.checks or not packed]
         if max(len(ln) for ln in one) <= MAIL_WIDTH:
             out += one
         else:  # too wide for a mail: the checks get a table of their own, keyed by ref
             out += short
             out.append("")
-            out += _table([["ref", *ids], *[[b[0], *c] for b, c, _ in rows]])
-        check_cells = [c for _, c, _ in rows]
-        used = {cell for row in check_cells for cell in row}
-        out.append("")
-        legend = "; ".join(f"{k} {v}" for k, v in CELL_LEGEND.items() if k in used)
-        out += _wrap(legend + ".")
+            out += _check_matrix(ids, [(b[0], c) for b, c, _ in shown])
+        used = {cell for _, row, _ in shown for cell in row}
+        legend = "; ".join(f"{k} {v}" for k, v in CELL_LEGEND.items() if k in used) + "."
     titles: dict[str, str] = {}
     for r in report.runs:
         for c in r.checks:
             titles.setdefault(c.id, c.title)
     out.append("")
+    if packed:  # one paragraph: the cells' legend, then "Checks: P1 title; P2 title; ..."
+        return out + _wrap((legend + " " if legend else "") + "Checks: "
+                           + "; ".join(f"{i} {titles[i]}" for i in ids) + "."
+                           + (" " + tail if tail else ""))
+    if legend:
+        out += _wrap(legend)
+        out.append("")
     width = max(len(i) for i in ids)
     for i in ids:
         out += _wrap(titles[i], indent=" " * (width + 3), first=f"- {i.ljust(width)} ")
     return out
+
+
+def _check_matrix(ids: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """ref x check outcomes. Still too wide for a mail: the checks whose column is the
+    same on every ref share one, headed by their ids (``P2,P4,P5,P7-P9``)."""
+    table = _table([["ref", *ids], *[[ref, *cells] for ref, cells in rows]])
+    if max(len(ln) for ln in table) <= MAIL_WIDTH or len(ids) < 2:
+        return table
+    columns: dict[tuple[str, ...], list[str]] = {}
+    for n, i in enumerate(ids):
+        columns.setdefault(tuple(cells[n] for _, cells in rows), []).append(i)
+    heads = [id_ranges(_sorted_ids(group)) for group in columns.values()]
+    body = [[ref, *(col[k] for col in columns)] for k, (ref, _) in enumerate(rows)]
+    return _table([["ref", *heads], *body])
 
 
 def _no_checks_reason(report: Report) -> str:
@@ -463,7 +486,9 @@ def _func_name(ctx: str) -> str:
     return m.group(1) if m else ctx[:40]
 
 
-def _apply_lines(a: ApplyResult) -> list[str]:
+def _apply_lines(a: ApplyResult, brief: bool = False) -> list[str]:
+    """How the patch applied: the status and detail, then what they rest on (with
+    ``brief``, what the detail line already names is left to report.html)."""
     out = _wrap(f"Apply: {a.status} - {a.detail}", indent="  ")
     if a.patches:
         for n, (subj, status, detail) in enumerate(a.patches, 1):
@@ -473,6 +498,8 @@ def _apply_lines(a: ApplyResult) -> list[str]:
     for src, dst in a.moved_files:
         out += _wrap(f"moved: {src} is now {dst}", indent="    ", first="  - ")
     for h in a.hunks:  # the hunks that applied where the patch says go without saying
+        if brief and f"{h.file.rsplit('/', 1)[-1]} hunk #{h.index}" in a.detail:
+            continue  # the detail names it (and its offset)
         if h.status != "ok" or h.offset:
             out += _wrap(_hunk_line(h), indent="    ", first="  - ")
     for m in a.matches:
@@ -508,6 +535,8 @@ def _apply_lines(a: ApplyResult) -> list[str]:
         by_commit.setdefault((p.introduced_by, p.introduced_subject), []).append(
             f"{p.symbol} ({used})")
     for (introduced_by, introduced_subject), uses in by_commit.items():
+        if brief and introduced_by and introduced_by[:10] in a.detail:
+            continue
         text = f"missing: {', '.join(uses)}"
         if introduced_by:
             text += f", introduced by {introduced_by[:12]}"
@@ -601,7 +630,8 @@ def _failure_blocks(items: list[tuple[str, RunResult, CheckResult]], total: int)
     return out
 
 
-def _brief_lines(items: list[tuple[str, RunResult, CheckResult]], total: int) -> list[str]:
+def _brief_lines(items: list[tuple[str, RunResult, CheckResult]], total: int,
+                 pointer: bool = True) -> list[str]:
     """Checks that deviate in a way their pack accepts, in short: a bullet per check, its
     detail once per distinct text (a near-identical one as its word changes), the
     traces left to report.html and report.json."""
@@ -619,7 +649,8 @@ def _brief_lines(items: list[tuple[str, RunResult, CheckResult]], total: int) ->
                     + (f"as on {_refs_text(variants[0][1], total)}, with {changes}."
                        if changes else x.detail))
             out += _wrap(text, indent="    ", first="  - ")
-    out += _wrap("Their traces are in report.html and report.json.")
+    if pointer:
+        out += _wrap("Their traces are in report.html and report.json.")
     out.append("")
     return out
 
@@ -760,8 +791,9 @@ def _finding_lines(report: Report, labels: list[str], tables: bool = True) -> li
     by_title.sort(key=lambda g: order.get(g[0][0], len(order)))
     out: list[str] = []
     for (cid, title), _ in by_title:
-        variants = _group((lb, (f.text, f.table), f) for lb, c, f in found
-                          if (c.id, f.title) == (cid, title))
+        # without tables, findings that differ only in their table read the same
+        variants = _group((lb, (f.text, f.table if tables else len(f.table)), f)
+                          for lb, c, f in found if (c.id, f.title) == (cid, title))
         one_set = len({tuple(v[1]) for v in variants}) == 1
         head = f"- {cid} {title}" + (f" (on {where(cid, variants[0][1])})" if one_set else "")
         out += _wrap(head, indent="  ", first="")
@@ -801,10 +833,11 @@ def _limits_lines(report: Report, labels: list[str], full: bool = True) -> list[
         for pack in dict.fromkeys(g[0].pack for g in groups):
             unseen = list(dict.fromkeys(_gist(i) for lim, _ in groups if lim.pack == pack
                                         for i in lim.not_exercised))
-            text = f"{pack}: " + (f"not exercised: {'; '.join(unseen)}. " if unseen else "")
-            text += "What ran verbatim, what was modelled and the parameters: report.html."
+            text = f"{pack}: " + (f"not exercised: {'; '.join(unseen)}." if unseen
+                                  else "nothing stated as not exercised.")
             out += _wrap(text, indent="    ", first="  - ")
-        return out
+        return out + _wrap("What ran verbatim, what was modelled and the parameters: "
+                           "report.html.")
     packs = [g[0].pack for g in groups]
     for lim, refs in groups:
         parts = [f"{name}: {'; '.join(items)}" for name, items in (
@@ -864,9 +897,13 @@ def render_markdown(report: Report) -> str:
     allows; past MAIL_LINES lines the findings' tables, then all but the gist of the
     packs' limits, then the traces of accepted deviations are left to report.html/json.
     """
-    for tables, limits, brief in ((True, True, False), (False, True, False),
-                                  (False, False, False), (False, False, True)):
-        text = _markdown(report, tables=tables, full_limits=limits, brief_accepted=brief)
+    for tables, limits, brief, compact in ((True, True, False, False),
+                                           (False, True, False, False),
+                                           (False, False, False, False),
+                                           (False, False, True, False),
+                                           (False, False, True, True)):
+        text = _markdown(report, tables=tables, full_limits=limits, brief_accepted=brief,
+                         compact=compact)
         if text.count("\n") <= MAIL_LINES:
             break
     return text
@@ -874,7 +911,8 @@ def render_markdown(report: Report) -> str:
 
 def _markdown(report: Report, tables: bool, header: bool = True,
               tables_at: str = "in report.html and report.json",
-              full_limits: bool = True, brief_accepted: bool = False) -> str:
+              full_limits: bool = True, brief_accepted: bool = False,
+              compact: bool = False) -> str:
     labels = _labels(report.runs)
     total = len(report.runs)
     out = [summary_line(report), ""] if header else []
@@ -898,11 +936,22 @@ def _markdown(report: Report, tables: bool, header: bool = True,
                              first=" " * 12)
         out.append("")
 
+    pairs = list(zip(labels, report.runs, strict=True))
+    # what this cut leaves out: said once, in the checks' paragraph (compact), or else
+    # where it is left out
+    hunks_left = compact and any(len(_apply_lines(r.apply, True)) < len(_apply_lines(r.apply))
+                                 for r in report.runs)
+    left = [what for what, yes in (
+        ("the traces of accepted deviations", brief_accepted and any(
+            c.patched is Outcome.ACCEPTED for r in report.runs for c in r.checks)),
+        ("the findings' tables", not tables and any(
+            len(f.table) > 1 for r in report.runs for c in r.checks for f in c.findings)),
+        ("each hunk's lines and each prerequisite's uses", hunks_left)) if yes]
     if report.runs:
-        out += _ref_tables(report, labels)
+        out += _ref_tables(report, labels, packed=compact, tail=(
+            f"Left to report.html and report.json: {', '.join(left)}." if left else ""))
         out.append("")
 
-    pairs = list(zip(labels, report.runs, strict=True))
     regressions = [(lb, r, c) for lb, r in pairs for c in r.checks if c.change == "REGRESSION"]
     failures = [(lb, r, c) for lb, r in pairs for c in r.checks
                 if _failing(c) and c.change != "REGRESSION"]
@@ -916,7 +965,7 @@ def _markdown(report: Report, tables: bool, header: bool = True,
     accepted = [(lb, r, c) for lb, r in pairs for c in r.checks if c.patched is Outcome.ACCEPTED]
     if accepted:
         out.append("## Accepted deviations")
-        out += (_brief_lines(accepted, total) if brief_accepted
+        out += (_brief_lines(accepted, total, pointer=not compact) if brief_accepted
                 else _failure_blocks(accepted, total))
     if fixed:
         out.append("## Fixed by the patch")
@@ -927,7 +976,7 @@ def _markdown(report: Report, tables: bool, header: bool = True,
         out.append("")
     if any(c.findings for r in report.runs for c in r.checks):
         out.append("## Findings")
-        if not tables:
+        if not tables and not compact:
             out += _wrap(f"The findings' tables are {tables_at}.")
         out += _finding_lines(report, labels, tables=tables)
         out.append("")
@@ -944,7 +993,7 @@ def _markdown(report: Report, tables: bool, header: bool = True,
             out += _wrap(f"Tree: {report.runs[0].tree}")
         for label, r in pairs:
             out.append(f"### {label}: {str(r.verdict).upper()}")
-            commit = r.commit or "(did not resolve)"
+            commit = (_short(r.commit) if compact else r.commit) or "(did not resolve)"
             lines = _wrap(commit + (f' "{r.subject}"' if r.subject else ""), indent="  ",
                           first="  ")
             if not header:  # rendered to HTML: the commit is a line of its own there too
@@ -952,7 +1001,7 @@ def _markdown(report: Report, tables: bool, header: bool = True,
             out += lines
             if r.tree and len(trees) > 1:
                 out += _wrap(f"Tree: {r.tree}", indent="  ")
-            out += _apply_lines(r.apply)
+            out += _apply_lines(r.apply, brief=compact)
         out.append("")
         if any(r.notes for r in report.runs):
             out.append("Notes:")
@@ -968,19 +1017,31 @@ def _balance_lines(labels: list[str], runs: Sequence[RunResult]) -> list[str]:
     """BALANCE differences only: functions whose change is not ``pass``."""
     out: list[str] = []
     for lb, r in zip(labels, runs, strict=True):
+        compared = any(c.pack == "generic" and c.base is not Outcome.NA for c in r.checks)
+        unjudged = [f.name for f in r.functions if f.change == "error"]
+        if unjudged and compared:  # each says why in report.json; here only their names
+            if not out:
+                out.append("## BALANCE differences")
+            out += _wrap(f"not judged on {lb}: {', '.join(unjudged)} (why: "
+                         "runs[].functions[].reason)", indent="    ", first="  - ")
         for f in r.functions:
-            if f.change == "pass":
+            if f.change in ("pass", "error"):
                 continue
             if not out:
-                out += ["## BALANCE differences", ""]
-            paths = f"{f.paths.base}/{f.paths.patched} paths"
+                out.append("## BALANCE differences")
+            counts = [f"{side} {n}" for side, n in (("base", f.paths.base),
+                                                    ("patched", f.paths.patched))
+                      if n is not None]
+            paths = "paths " + (", ".join(counts) or "none")
             out += _wrap(f"{f.name} ({f.file}) on {lb}: {f.change}, {paths}"
                          + (f" - {f.reason}" if f.reason else ""), indent="    ",
                          first="  - ")
             for side in ("base", "patched"):
                 for v in getattr(f.violations, side)[:4]:
-                    out += _wrap(f"{side}: {v.kind} {v.resource} returning {v.rc}; "
-                                 f"acquired {v.acquired_at}, returned {v.returned_at}; "
+                    what = (f"{v.kind} at {v.returned_at}" if not v.resource else
+                            f"{v.kind} {v.resource} returning {v.rc}; "
+                            f"acquired {v.acquired_at}, returned {v.returned_at}")
+                    out += _wrap(f"{side}: {what}; "
                                  f"choices: {'; '.join(v.choices) or 'defaults'}",
                                  indent="        ", first="      ")
             out.append("")

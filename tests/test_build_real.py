@@ -163,17 +163,19 @@ def test_upstream_backport_that_applies_but_lacks_its_helper(xen_git, test_cache
     """XSA-439's Zen1 DIV fix (b5926c6ecf) calls is_zen1_uarch(), which came in de1d265001:
     on stable-4.17 before that helper's backport (19ee1e1faa) it applies, and does not
     build."""
-    from verifier.generic import run_generic
+    from verifier.model import Verdict
     from verifier.patch import load_series
-    from verifier.tree import checkout
+    from verifier.pipeline import verify
 
     series = load_series(["git:b5926c6ecf"], xen_git.git_dir)
-    with checkout(xen_git, "19ee1e1faa^", test_cache) as co:
-        from verifier.apply import apply_series
-
-        applied = apply_series(series, co)
-        assert str(applied.status) in ("clean", "offsets"), applied.detail
-        (check,), _ = run_generic(co, series, True, test_cache)
+    (run,) = verify(series, [(xen_git, ["19ee1e1faa^"])], test_cache, command="test").runs
+    # it applies; the history check names the helper it lacks, and BUILD alone runs on
+    # the tree the patch was applied to all the same, as the evidence
+    assert str(run.apply.status) == "missing-prerequisite", run.apply.detail
+    assert "it applies, but" in run.apply.detail and "de1d265001" in run.apply.detail
+    assert run.apply.applied_anyway and run.verdict is Verdict.NOT_APPLICABLE
+    (check,) = run.checks
+    assert (check.pack, check.id) == ("generic", "BUILD") and run.functions == ()
     assert (check.base, check.patched) == (Outcome.PASS, Outcome.FAIL)
     assert "is_zen1_uarch" in check.detail
     assert any(loc.startswith("xen/arch/x86/spec_ctrl.c:") for loc in check.evidence.locations)

@@ -663,9 +663,11 @@ def apply_patch(
 
     if fwd.returncode == 0:
         # It applies as text; whether what it calls exists on the ref is another question.
-        if (pre := prerequisites("it applies, but")) is not None:
-            return replace(pre, reverted=reverted)
+        pre = prerequisites("it applies, but")
         hr = _hunk_results(hunks, fwd.stdout + fwd.stderr, moved, rejected_ok=True)
+        if pre is not None:  # applied all the same: BUILD shows what the ref lacks
+            anyway = g.run("apply", "--index", str(diff_file)).returncode == 0
+            return replace(pre, reverted=reverted, hunks=tuple(hr), applied_anyway=anyway)
         applied = g.run("apply", "--index", str(diff_file))
         if applied.returncode:
             return _error(f"git apply --check passed but apply failed: {_last(applied.stderr)}")
@@ -784,9 +786,11 @@ def apply_series(
             except OSError as e:
                 r = _error(f"cannot apply: {e}")
             results.append(r)
-            if r.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY):
+            if r.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY) \
+                    or r.applied_anyway:
                 head = commit_worktree(co.path, patch.meta.subject)
-            elif r.status is not ApplyStatus.ALREADY_APPLIED:
+            if r.status not in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY,
+                                ApplyStatus.ALREADY_APPLIED):
                 break  # later patches build on this one
     worst = min(results, key=lambda r: SEVERITY.index(r.status))
     if len(series.patches) > 1:
@@ -797,6 +801,7 @@ def apply_series(
         worst = replace(worst, patches=members, detail=f"patch {results.index(worst) + 1}/"
                         f"{len(series.patches)}: {detail}")
         worst = replace(worst, hunks=tuple(h for r in results for h in r.hunks))
-    applied = worst.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY)
+    applied = worst.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS, ApplyStatus.THREE_WAY) \
+        or worst.applied_anyway
     return replace(worst, written_against=written, base_matches=matches_base,
                    patched_commit=head if applied else None)

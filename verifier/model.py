@@ -196,6 +196,9 @@ class ApplyResult:
     patched_commit: str | None = None  # commit holding the patched tree in the worktree
     # Equivalent commits found on the ref that a later commit reverted (each names both).
     reverted: tuple[Match, ...] = ()
+    # missing-prerequisite although the text applies: it was applied anyway, so that the
+    # BUILD check can show what the ref lacks (the compiler's errors, file:line)
+    applied_anyway: bool = False
 
 
 # --------------------------------------------------------------------------- checks

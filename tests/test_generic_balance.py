@@ -13,7 +13,8 @@ from verifier.generic.balance_check import touched_functions
 
 TOY = Path(__file__).resolve().parent / "c" / "generic"
 FUNCS = ["take_two", "lock_if_ready", "mapper", "uses_current", "double_take", "locks_page",
-         "page_lock", "fill_table", "overruns_own", "beyond_a_page"]
+         "page_lock", "fill_table", "overruns_own", "beyond_a_page", "global_gate",
+         "bitmap_user"]
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -34,7 +35,7 @@ def _judge(lifted: lift.Lifted, fn: str, contract=None):
         sym = explore.Symbolizer(lifted.exe, TOY, TOY)
         sym.lookup([c.site for p in ex.paths for c in p.calls]
                    + [pc for p in ex.paths for pc in p.last_pcs])
-        vs = balance.violations(judged, contract or learnt, sym, lambda c: c.stub)
+        vs = balance.violations(judged, contract or learnt, sym, lambda c: c.stub, ex.states)
         return ex, vs, learnt
     finally:
         d.close()
@@ -149,7 +150,7 @@ def test_generic_limits_say_what_balance_rests_on():
     assert not any("xen/common/a.c" in v for v in lim.verbatim)  # not lifted: not "ran"
     # the model's families, read from its files
     assert any("spin lock" in m and "gfn lock" in m for m in lim.modelled)
-    assert any("global data starts zeroed" in n for n in lim.not_exercised)
+    assert any("no two globals are set together" in n for n in lim.not_exercised)
 
 
 def test_pointer_argument_is_a_page_and_its_overrun_is_not_judged(lifted_pair):
@@ -166,3 +167,32 @@ def test_pointer_argument_is_a_page_and_its_overrun_is_not_judged(lifted_pair):
     line = 1 + next(i for i, ln in enumerate((TOY / "unit.c").read_text().splitlines())
                     if "buf[n + 16] = 1;" in ln)
     assert {(v.kind, v.returned_at) for v in vs} == {("sanitizer", f"unit.c:{line}")}
+
+
+def test_a_branch_on_global_data_is_taken_in_a_global_state(lifted_pair):
+    good, bad = lifted_pair
+    assert explore.global_reads(bad, "global_gate")[:2] == ["nr_things", "leader"]
+    ex_b, vb, contract = _judge(bad, "global_gate")
+    names = ex_b.states
+    assert "zeroed, with the global nr_things = 1" in names
+    # zero-filled, nr_things == leader: the leak is only in the state that sets one
+    leaking = {names[p.variant] for p in ex_b.paths if p.rc == 2**32 - 2}  # -ENOENT
+    assert leaking == {"zeroed, with the global nr_things = 1",
+                       "zeroed, with the global leader = 1"}
+    assert [v.kind for v in vb] == ["leak"]
+    assert vb[0].choices[0] == "entry state: zeroed, with the global nr_things = 1"
+    _, vp, _ = _judge(good, "global_gate", contract)
+    assert vp == [] and balance.change(vb, vp) == "fixed"
+
+
+def test_live_states_give_pointer_fields_buffers_fresh_ones_keep_them_null(lifted_pair):
+    good, bad = lifted_pair
+    ex, vb, contract = _judge(bad, "bitmap_user")
+    live = {i for i, name in enumerate(ex.states) if name.startswith("live ")}
+    assert len(live) == 2
+    # fresh states: no bitmap, the early return; live ones reach the buffer and leak
+    assert {p.rc for p in ex.paths if p.variant not in live} == {2**32 - 12}
+    assert [v.kind for v in vb] == ["leak"] and vb[0].choices[0].startswith(
+        "entry state: live ")
+    _, vp, _ = _judge(good, "bitmap_user", contract)
+    assert vp == [] and balance.change(vb, vp) == "fixed"

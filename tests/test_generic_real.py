@@ -86,6 +86,10 @@ FIXES = [
     ("376f0c1b69", "iommu_alloc", "leak", "xmalloc", ()),
     # hvm_copy_context_and_params(): the vmalloc()ed context kept when hvm_save() fails
     ("3d6e92e309", "hvm_copy_context_and_params", "leak", "vmalloc", ()),
+    # microcode_update_helper(): get_cpu_maps() kept on the "first online CPU is not
+    # nmi_cpu" return; the branch rests on globals alone (a global entry state takes it)
+    ("b35b22acb8", "microcode_update_helper", "leak", "cpu maps", ("entry state: zeroed, "
+                                                                   "with the global",)),
 ]
 
 
@@ -106,7 +110,8 @@ def test_upstream_fix_is_named_fixed(xen_git, test_cache, commit, func, kind, re
     assert not [v for v in fn.violations.patched
                 if v.kind == kind and v.resource.startswith(resource)]
     for want in choices:
-        assert any(want in c.split("= ")[-1] for v in hits for c in v.choices), want
+        assert any(want in c.split("= ")[-1] or c.startswith(want)
+                   for v in hits for c in v.choices), want
     assert check.base is Outcome.FAIL and f"{func}: fixed" in check.detail
     if not fn.violations.patched:
         assert (check.patched, check.change) == (Outcome.PASS, "fixed")

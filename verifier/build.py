@@ -394,7 +394,9 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
         steps = recipe[:-1]
         mk_path = _temp_makefile(_prepare_makefile(_prerequisites(xen), steps))
         try:
-            r = _run(["make", "-f", "Makefile", "-f", mk_path,
+            # the steps stay in order (each depends on the one before); within a step
+            # the tree's own sub-makes share the cores (Xen's build is -j safe)
+            r = _run(["make", f"-j{jobs()}", "-f", "Makefile", "-f", mk_path,
                       _entry(xen, mk_path, "xen-verify-prepare")], xen, left())
         finally:
             os.unlink(mk_path)
@@ -418,6 +420,27 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
             not list(xen.glob("arch/*/include/asm/asm-offsets.h")):
         return False, "the header steps did not generate asm-offsets.h", False
     return True, "", False
+
+
+def cores() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_JOBS: list[int] = []  # the run's -j, once set_jobs is called
+
+
+def set_jobs(n: int) -> None:
+    """The run's -j: how many processes one ref's build work (make, lifting) may run at
+    once. -j 1 keeps a run to one at a time."""
+    _JOBS[:] = [max(1, n)]
+
+
+def jobs() -> int:
+    return _JOBS[0] if _JOBS else cores()
 
 
 def _temp_makefile(text: str) -> str:

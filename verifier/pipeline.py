@@ -105,6 +105,12 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
             balance_limits = generic_limits(functions)
             if balance_limits is not None:
                 limits.append(balance_limits)
+        elif checks and result.applied_anyway:
+            # missing a prerequisite, yet applied: BUILD alone, as the evidence (the run
+            # stays n/a; nothing else is judged on a tree that lacks what the patch uses)
+            found, generic_notes = run_generic(co, series, True, cache, progress,
+                                               balance=False)
+            notes.extend(generic_notes)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,
             apply=result, checks=tuple(found), verdict=run_verdict(result, found),
@@ -118,10 +124,14 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
     """Every ref of every tree. All refs are resolved first: a bad one costs no work.
 
     ``jobs`` > 1 runs that many refs at once, each in a process of its own (worktrees,
-    harness builds and runs are all per process); the runs keep the order given.
+    harness builds and runs are all per process); the runs keep the order given. Within
+    a ref, the tree's build (make -j) and generic mode's lifting use up to ``jobs``
+    processes too, so the last ref running does not leave the other cores idle.
     """
+    from verifier.build import set_jobs
     from verifier.tree import release_parked, resolve
 
+    set_jobs(jobs)
     todo = [(source, ref) for source, refs in trees for ref in (refs or [source.default_ref])]
     for source, ref in todo:
         resolve(source, ref)

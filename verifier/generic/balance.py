@@ -158,24 +158,32 @@ def learn(judged: list[PathJudgement]) -> Contract:
     return c
 
 
+STATE = "entry state: "  # the first choice of a path run in another than the first state
+
+
 def violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer,
-               describe) -> list[Violation]:
-    """Every violation, once (the same path in several catalogue states is one)."""
+               describe, states: list[str] | None = None) -> list[Violation]:
+    """Every violation, once (the same path in several entry states is one: the first
+    state's; a path met only in a later state names that state as its first choice)."""
+    def key(v: Violation) -> tuple:
+        shown = tuple(c for c in v.choices if not c.startswith(STATE))
+        return (v.kind, v.resource, v.rc, shown, v.acquired_at, v.returned_at)
+
     out: list[Violation] = []
-    for v in _violations(judged, contract, sym, describe):
-        key = (v.kind, v.resource, v.rc, v.choices, v.acquired_at, v.returned_at)
-        if all((w.kind, w.resource, w.rc, w.choices, w.acquired_at, w.returned_at) != key
-               for w in out):
+    for v in _violations(judged, contract, sym, describe, states or []):
+        if all(key(w) != key(v) for w in out):
             out.append(v)
     return out
 
 
 def _violations(judged: list[PathJudgement], contract: Contract, sym: Symbolizer,
-                describe) -> list[Violation]:
+                describe, states: list[str]) -> list[Violation]:
     out: list[Violation] = []
-    for j in judged:
+    for j in sorted(judged, key=lambda j: j.path.variant):
         p = j.path
         choices = tuple(describe(c) for c in p.choices)
+        if p.variant and p.variant < len(states):
+            choices = (STATE + states[p.variant], *choices)
         ret_at = _return_site(sym, p)
         replay = f"{p.variant}:" + (",".join(str(c.k) for c in p.choices) or "-")
         cls_key = j.rc_text if j.rc_class == "success" else j.rc_class

@@ -7,8 +7,10 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from verifier.build import jobs
 from verifier.generic import balance, explore, lift, resources
 from verifier.model import (
     BalanceViolation,
@@ -121,7 +123,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     side.sym.lookup(addrs)
     side.sym.lookup([p.fault for p in ex.paths if p.fault], call_site=False)
     vs = balance.violations(judged, contract or learnt, side.sym,
-                            _describe(side.driver, side.sym))
+                            _describe(side.driver, side.sym), ex.states)
     vs = [_with_replay(side, fn, v, i) for i, v in enumerate(vs)]
     notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
     for k, what in explore.NOT_JUDGED.items():
@@ -150,7 +152,7 @@ def _with_replay(side: _Side, fn: str, v: balance.Violation, i: int) -> balance.
         if alts:
             lines.append(f"stub {j} " + " ".join(" ".join(str(x) for x in a) for a in alts))
     vi, _, script = v.replay.partition(":")
-    names = [x.get("name", "") for x in explore.variants()]
+    names = [x.get("name", "") for x in explore.function_variants(side.lifted, fn)]
     name = names[int(vi)] if vi.isdigit() and int(vi) < len(names) else ""
     lines += side.driver.setups.get(name, side.driver.setup)
     lines.append(f"run {script}")
@@ -213,27 +215,39 @@ def balance_check(base, patched, units: list[str], cache: Path, *,
     functions: list[FunctionResult] = []
     t0 = time.monotonic()
     total_paths = 0
+    plans = []  # (unit, touched functions, base text, patched text)
     for unit in units:
         ptext = _read(Path(patched.root) / unit)
         btext = _read(Path(base.root) / unit) if base is not None else None
         names = touched_functions(btext, ptext) if base is not None else \
             applied_functions(series_hunks, unit, ptext)
-        if not names:
-            continue
-        if progress:
-            progress(f"{ref}: generic: lifting {unit} ({', '.join(names)})")
-        sides = {"patched": _Side(patched, unit, names, cache) if ptext is not None else None}
-        if base is not None:
-            sides["base"] = _Side(base, unit, names, cache) if btext is not None else None
+        if names:
+            plans.append((unit, names, btext, ptext))
+    # Every side of every unit is lifted at once (gcc, the link, the harness start: each
+    # independent of the others); exploring stays in order, base before patched.
+    lifting: dict[tuple[str, str], Future[_Side] | None] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs(), 2 * len(plans) or 1))) as pool:
+        for unit, names, btext, ptext in plans:
+            if progress:
+                progress(f"{ref}: generic: lifting {unit} ({', '.join(names)})")
+            lifting[unit, "patched"] = (pool.submit(_Side, patched, unit, names, cache)
+                                        if ptext is not None else None)
+            if base is not None:
+                lifting[unit, "base"] = (pool.submit(_Side, base, unit, names, cache)
+                                         if btext is not None else None)
         try:
-            for fn in names:
-                functions.append(_function(fn, unit, sides, btext, ptext))
-                total_paths += sum(x for x in (functions[-1].paths.base,
-                                               functions[-1].paths.patched) if x)
+            for unit, names, btext, ptext in plans:
+                sides = {k: (f.result() if f is not None else None)
+                         for (u, k), f in lifting.items() if u == unit}
+                for fn in names:
+                    functions.append(_function(fn, unit, sides, btext, ptext))
+                    total_paths += sum(x for x in (functions[-1].paths.base,
+                                                   functions[-1].paths.patched) if x)
         finally:
-            for s in sides.values():
-                if s is not None:
-                    s.close()
+            for f in lifting.values():
+                if f is not None:
+                    side = f.result()
+                    side.close()
     secs = time.monotonic() - t0
     return _check(functions, base is not None, total_paths, secs), functions, notes
 

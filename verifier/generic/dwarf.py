@@ -46,6 +46,8 @@ class Types:
     types: dict[int, CType] = field(default_factory=dict)
     functions: dict[str, Function] = field(default_factory=dict)
     variables: dict[str, int] = field(default_factory=dict)  # external data: size
+    # every file-scope variable, defined or declared (statics too): its type key
+    variable_types: dict[str, int] = field(default_factory=dict)
     structs: dict[str, int] = field(default_factory=dict)  # "struct domain" -> type key
 
     def get(self, key: int | None) -> CType:
@@ -230,9 +232,12 @@ def _walk(out: Types, cu, top, files: list[str]) -> None:
             old = out.functions.get(name)
             if old is None or (fn.defined and not old.defined):
                 out.functions[name] = fn
-        elif die.tag == "DW_TAG_variable" and _attr(die, "DW_AT_declaration", False):
+        elif die.tag == "DW_TAG_variable":
             key = build(_type_key(die))
-            out.variables[_name(die)] = out.sizeof(key)
+            if _name(die) and key is not None:
+                out.variable_types.setdefault(_name(die), key)
+            if _attr(die, "DW_AT_declaration", False):
+                out.variables[_name(die)] = out.sizeof(key)
 
 
 def _collect(die, raw: dict) -> None:

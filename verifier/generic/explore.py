@@ -37,7 +37,9 @@ MAX_OBJECTS = 1500
 NOT_JUDGED = {"bug": "a BUG/ASSERT or panic", "null-state": "a NULL field of the zeroed state",
               "entry-object": "an overrun of an entry object the harness sized",
               "truncated": "the call budget"}
+MAX_GLOBAL_VARIANTS = 6  # entry states with one global set, per function
 ARG_OBJECT_MIN = 4096  # bytes of an entry argument's object (see entry_lines)
+BUFFER_OBJECT = 16384  # bytes behind a pointer field to a non-struct (an MSR bitmap: 8 KiB)
 ERRNO = {"EINVAL": 22, "ENOMEM": 12, "ENOENT": 2, "EFAULT": 14, "ERESTART": 85,
          "EBUSY": 16, "ESRCH": 3, "EPERM": 1, "EAGAIN": 11}
 INT_ALTERNATIVES = (0, -22, -12)
@@ -88,6 +90,7 @@ class Exploration:
     complete: bool  # every path within the caps was explored
     seconds: float
     notes: list[str] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)  # entry state names, by path.variant
 
 
 # --------------------------------------------------------------------------- choices
@@ -187,12 +190,15 @@ def stub_alternatives(types: Types, model: resources.Model, stub: Stub
 class _Graph:
     """Objects and pointer writes for the entry arguments, in protocol lines."""
 
-    def __init__(self, types: Types) -> None:
+    def __init__(self, types: Types, populated: bool = False) -> None:
         self.types = types
+        self.populated = populated  # a live object: buffers behind pointers, unions filled
         self.lines: list[str] = []
         self.n = 0
         self.by_type: dict[int, int] = {}
         self.all_of: dict[int, list[int]] = {}  # struct type -> every object of it
+        self.slots: list[tuple[int, int | None]] = []  # (page, struct) for finish()
+        self.taken: set[tuple[int, int]] = set()  # (object, offset) holding a pointer
 
     def obj(self, size: int, align: int = 64, stack_top: bool = False) -> int:
         self.lines.append(f"obj {max(size, 8)} {align} {int(stack_top)}")
@@ -201,6 +207,7 @@ class _Graph:
 
     def ptr(self, obj: int, off: int, target: int, toff: int = 0) -> None:
         self.lines.append(f"w 1 {obj} {off} 8 {toff} {target}")
+        self.taken.add((obj, off))
 
     def val(self, obj: int, off: int, size: int, value: int) -> None:
         self.lines.append(f"w 0 {obj} {off} {size} {value} 0")
@@ -225,11 +232,17 @@ class _Graph:
             if self.n >= MAX_OBJECTS:
                 return
             m = self.types.get(mkey)
-            if m.kind in ("struct",) and t.kind == "struct":
+            if m.kind == "struct" or (m.kind == "union" and self.populated):
+                # a union's members overlap: each view is filled where an earlier one
+                # left no pointer (vcpu.arch's {pv, hvm}: both views usable)
                 self.fill(idx, base + off, mkey, depth, anc)
-            elif m.kind == "ptr" and m.target is not None and depth > 0:
-                tgt = self.types.get(m.target)
+            elif m.kind == "ptr" and depth > 0 and (idx, base + off) not in self.taken:
+                tgt = self.types.get(m.target)  # void * (no target): a buffer too
+                if tgt.kind == "func":
+                    continue  # a hook: a call through NULL returns 0 (the runtime)
                 if tgt.kind != "struct" or tgt.size == 0:
+                    if self.populated:
+                        self._buffer(idx, base + off, tgt)
                     continue
                 if m.target in anc:
                     self.ptr(idx, base + off, anc[m.target])
@@ -240,6 +253,23 @@ class _Graph:
                     self.by_type.setdefault(m.target, sub)
                     self.ptr(idx, base + off, sub)
 
+    def _buffer(self, idx: int, off: int, tgt: CType) -> None:
+        """A pointer field to anything but a struct: zeroed pages of its own (a bitmap,
+        a buffer, an array); to an array of struct pointers (``d->vcpu``): a page whose
+        first slot points at the graph's object of that struct."""
+        if self.n >= MAX_OBJECTS:
+            return
+        page = self.obj(BUFFER_OBJECT)
+        self.ptr(idx, off, page)
+        inner = self.types.get(tgt.target) if tgt.kind == "ptr" else None
+        if inner is not None and inner.kind == "struct":
+            self.slots.append((page, tgt.target))  # filled once every object exists
+
+    def finish(self) -> None:
+        for page, key in self.slots:
+            if key in self.by_type:
+                self.ptr(page, 0, self.by_type[key])
+
 
 def variants() -> list[dict]:
     """The catalogue of entry states (``resources/catalogue.toml``)."""
@@ -247,6 +277,66 @@ def variants() -> list[dict]:
 
     with open(resources.RESOURCES / "catalogue.toml", "rb") as f:
         return tomllib.load(f).get("variant", []) or [{"name": "zeroed"}]
+
+
+def function_variants(lifted: Lifted, function: str) -> list[dict]:
+    """The catalogue's entry states, then one per global the function reads: the zeroed
+    state with that global set (zero-filled data takes one side of every branch on it)."""
+    return variants() + global_variants(lifted, function)
+
+
+def global_variants(lifted: Lifted, function: str) -> list[dict]:
+    out = []
+    for name in global_reads(lifted, function):
+        t = lifted.types.get(lifted.types.variable_types.get(name))
+        if t.kind in ("int", "enum", "bool") and 0 < t.size <= 8:
+            size, what = t.size, f"{name} = 1"
+        elif _is_bitmap(lifted.types, t):  # cpumask_t, nodemask_t, an unsigned long[]
+            size, what = 8, f"{name}: bit 0 set"
+        else:
+            continue
+        out.append({"name": f"zeroed, with the global {what}",
+                    "values": {name: (size, 1)}})
+        if len(out) >= MAX_GLOBAL_VARIANTS:
+            break
+    return out
+
+
+def _is_bitmap(types: Types, t: CType) -> bool:
+    if t.kind == "struct" and len(t.members) == 1:
+        t = types.get(t.members[0][2])
+    return t.kind == "array" and types.get(t.target).kind == "int" and \
+        types.sizeof(t.target) == 8
+
+
+_READS_CACHE: dict[tuple[str, str], list[str]] = {}
+
+
+def global_reads(lifted: Lifted, function: str) -> list[str]:
+    """File-scope data the function's own code (inlined callees included) reads or takes
+    the address of: its disassembly's rip-relative operands, in order of first use."""
+    key = (str(lifted.exe), function)
+    if key in _READS_CACHE:
+        return _READS_CACHE[key]
+    sym = lifted.entries.get(function, function)
+    lo = lifted.symbols.get(sym, 0)
+    hi = lifted.symbols.get(f"{sym}:end", 0)
+    names: list[str] = []
+    if lo and hi > lo:
+        try:
+            text = subprocess.run(
+                ["objdump", "-d", "--no-show-raw-insn", f"--start-address={lo:#x}",
+                 f"--stop-address={hi:#x}", str(lifted.exe)],
+                capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            text = ""
+        for m in re.finditer(r"#\s+[0-9a-f]+\s+<([\w.$]+?)(?:\+0x[0-9a-f]+)?>", text):
+            name = m.group(1)
+            if (name in lifted.types.variable_types and not name.startswith("xv_")
+                    and name not in names):
+                names.append(name)
+    _READS_CACHE[key] = names
+    return names
 
 
 def _field(types: Types, key: int, path: str) -> tuple[int, CType] | None:
@@ -263,6 +353,10 @@ def _field(types: Types, key: int, path: str) -> tuple[int, CType] | None:
 
 
 def _apply_variant(g: _Graph, types: Types, variant: dict, symbols: dict[str, int]) -> None:
+    for sym, (size, value) in (variant.get("values") or {}).items():
+        addr = symbols.get(sym)
+        if addr:  # a value into a global, written in each path's process
+            g.lines.append(f"w 3 0 {addr} {size} {value} 0")
     for sym, sname in (variant.get("globals") or {}).items():
         key = types.structs.get(sname)
         addr = symbols.get(sym)
@@ -295,7 +389,7 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int], variant: d
     fn = types.functions.get(function)
     if fn is None:
         raise ExploreError(f"no DWARF for {function}")
-    g = _Graph(types)
+    g = _Graph(types, populated=bool(variant and variant.get("populated")))
     desc = []
     domain_key = types.structs.get("struct domain")
     vcpu_key = types.structs.get("struct vcpu")
@@ -348,6 +442,7 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int], variant: d
         if cur is not None:
             g.ptr(idx, cur, vcpu)
         desc.append("current: a zeroed vCPU of that domain")
+    g.finish()
     if variant:
         _apply_variant(g, types, variant, symbols)
         desc.append(variant.get("name", ""))
@@ -490,7 +585,7 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
     t0 = time.monotonic()
     paths: list[PathResult] = []
     complete = True
-    cat = variants()
+    cat = function_variants(driver.lifted, function)
     for vi, variant in enumerate(cat):
         driver.prepare(function, variant)
         share_paths = (max_paths - len(paths)) // (len(cat) - vi)
@@ -521,7 +616,8 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
                     if new not in seen:
                         heapq.heappush(frontier, (sum(1 for x in new if x), len(new), new))
     return Exploration(function=function, paths=paths, complete=complete,
-                       seconds=time.monotonic() - t0)
+                       seconds=time.monotonic() - t0,
+                       states=[v.get("name", "") for v in cat])
 
 
 # --------------------------------------------------------------------------- locations

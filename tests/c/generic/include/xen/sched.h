@@ -11,7 +11,8 @@ int _spin_trylock(spinlock_t *l);
 #define spin_unlock(l) _spin_unlock(l)
 #define spin_trylock(l) _spin_trylock(l)
 struct vcpu;
-struct domain { int domain_id; spinlock_t lock; rwlock_t rw; struct vcpu *vcpu0; };
+struct domain { int domain_id; spinlock_t lock; rwlock_t rw; struct vcpu *vcpu0;
+                unsigned long *dirty_bitmap; };
 struct vcpu { int vcpu_id; struct domain *domain; };
 struct cpu_info { unsigned long pad[4]; struct vcpu *current_vcpu; unsigned long per_cpu_offset; };
 static inline struct cpu_info *get_cpu_info(void)

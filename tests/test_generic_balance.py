@@ -14,7 +14,7 @@ from verifier.generic.balance_check import touched_functions
 TOY = Path(__file__).resolve().parent / "c" / "generic"
 FUNCS = ["take_two", "lock_if_ready", "mapper", "uses_current", "double_take", "locks_page",
          "page_lock", "fill_table", "overruns_own", "beyond_a_page", "global_gate",
-         "bitmap_user"]
+         "bitmap_user", "shifts_by_state"]
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -196,3 +196,21 @@ def test_live_states_give_pointer_fields_buffers_fresh_ones_keep_them_null(lifte
         "entry state: live ")
     _, vp, _ = _judge(good, "bitmap_user", contract)
     assert vp == [] and balance.change(vb, vp) == "fixed"
+
+
+def test_undefined_behaviour_on_made_up_values_is_no_violation(lifted_pair):
+    """UBSan on the harness's values (a shift by a zeroed count) is reported and run
+    past: the path returns and is judged; it is not a violation of its own."""
+    good, _ = lifted_pair
+    ex, vs, _ = _judge(good, "shifts_by_state")
+    assert {p.outcome for p in ex.paths} == {"return"} and vs == []
+    assert all("shift exponent" in p.stderr for p in ex.paths)
+
+
+def test_a_one_sided_change_is_claimed_only_when_the_other_side_was_explored():
+    assert balance.claimable("REGRESSION", True, False) == ("REGRESSION", "")
+    assert balance.claimable("fixed", False, True) == ("fixed", "")
+    ch, why = balance.claimable("REGRESSION", False, True)
+    assert ch == "error" and "base's exploration stopped at the budget" in why
+    assert balance.claimable("fixed", True, False)[0] == "error"
+    assert balance.claimable("fails as on base", False, False) == ("fails as on base", "")

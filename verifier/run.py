@@ -56,8 +56,10 @@ def _limits() -> sandbox.Limits:
 class HarnessProcess:
     """One running driver. ``call`` sends a command and returns its JSON reply."""
 
-    def __init__(self, exe: Path, timeout: float = 10.0, *, forks: bool = False) -> None:
-        # forks: the harness runs each path in a child of its own (generic mode)
+    def __init__(self, exe: Path, timeout: float = 10.0, *, forks: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        # forks: the harness runs each path in a child of its own (generic mode);
+        # env: sanitizer options over ENV's
         self.exe = Path(exe)
         self.timeout = timeout
         self.trace: list[str] = []
@@ -67,7 +69,7 @@ class HarnessProcess:
             cwd=exe.parent,
             readable=[exe.parent],
             limits=_limits(),
-            env=sandbox.asan_env(ENV),
+            env=sandbox.asan_env({**ENV, **(env or {})}),
             seccomp=True,
             processes=forks,
             stdin=subprocess.PIPE,

@@ -246,6 +246,18 @@ def _first_loc(err: str, sym: Symbolizer) -> str:
     return "?"
 
 
+def claimable(change: str, base_complete: bool, patched_complete: bool) -> tuple[str, str]:
+    """A change that rests on a violation one side alone shows is claimed only where the
+    other side explored every path within the budget: else it may have the violation on
+    a path it never ran. Returns (change, why not claimed)."""
+    short = {"REGRESSION": ("base", base_complete),
+             "fixed": ("patched", patched_complete)}.get(change)
+    if short and not short[1]:
+        return "error", (f"{change} not claimed: the violation is on one side only, and "
+                         f"{short[0]}'s exploration stopped at the budget")
+    return change, ""
+
+
 def change(base: list[Violation] | None, patched: list[Violation] | None) -> str:
     """fixed | REGRESSION | fails as on base | pass (None: that side did not run)."""
     if base is None or patched is None:

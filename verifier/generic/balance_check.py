@@ -111,7 +111,7 @@ def _returns_ptr(driver: explore.Driver, name: str) -> bool:
 
 
 def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
-              ) -> tuple[int, list[balance.Violation], balance.Contract, float, str]:
+              ) -> tuple[int, list[balance.Violation], balance.Contract, bool, str]:
     assert side.driver is not None and side.lifted is not None and side.sym is not None
     ex = explore.explore(side.driver, fn)
     judged = balance.judge_paths(side.lifted.types, resources.load(), _fn_types(side, fn), ex,
@@ -133,7 +133,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     note = ", ".join(notes)
     if ex.paths and all(p.outcome in explore.NOT_JUDGED for p in ex.paths):
         raise NothingJudged(note)
-    return len(ex.paths), vs, learnt, ex.seconds, note
+    return len(ex.paths), vs, learnt, ex.complete, note
 
 
 class NothingJudged(Exception):
@@ -271,6 +271,7 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
     viols: dict[str, list[BalanceViolation] | None] = {"base": None, "patched": None}
     reasons = []
     explored_only: set[str] = set()  # lifted and explored, but no path could be judged
+    complete: dict[str, bool] = {}  # every path within the budget explored, per side
     contract = None
     for name, present in (("base", in_base), ("patched", in_patched)):
         side = sides.get(name)
@@ -288,7 +289,7 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
                            "inlined into its callers)")
             continue
         try:
-            n, vs, learnt, _secs, note = _run_side(side, fn, contract)
+            n, vs, learnt, complete[name], note = _run_side(side, fn, contract)
         except explore.ExploreError as e:
             reasons.append(f"{name}: not explored: {e}")
             continue
@@ -309,7 +310,11 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
     if not all(viols[k] is not None for k in sides):
         ch = "error"
     elif "base" in sides:
-        ch = balance.change(_as_bal(viols["base"]), _as_bal(viols["patched"]))
+        ch, why = balance.claimable(
+            balance.change(_as_bal(viols["base"]), _as_bal(viols["patched"])),
+            complete.get("base", True), complete.get("patched", True))
+        if why:
+            reasons.append(why)
     else:
         ch = "fail" if viols["patched"] else "pass"
     return FunctionResult(

@@ -36,6 +36,7 @@ MAX_OBJECTS = 1500
 # Path outcomes that rest on the harness's own guesses, not on the tree: never judged
 NOT_JUDGED = {"bug": "a BUG/ASSERT or panic", "null-state": "a NULL field of the zeroed state",
               "entry-object": "an overrun of an entry object the harness sized",
+              "ub-state": "undefined behaviour (UBSan) on the harness's made-up values",
               "truncated": "the call budget"}
 MAX_GLOBAL_VARIANTS = 6  # entry states with one global set, per function
 ARG_OBJECT_MIN = 4096  # bytes of an entry argument's object (see entry_lines)
@@ -70,6 +71,7 @@ class PathResult:
     calls: list[Call]
     outcome: str  # return | bug | crash | sanitizer | hang | truncated | null-state
     #               | entry-object (overran a harness-sized entry object: not judged)
+    #               | ub-state (UBSan alone, on made-up values: not judged)
     rc: int | None = None
     last_pc: int = 0  # the last block of the function that ran (its epilogue, at -O0)
     last_pcs: tuple[int, ...] = ()  # the function's last blocks, newest first
@@ -505,11 +507,20 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
     err = "\n".join(ln for ln in err.splitlines() if "swapcontext" not in ln)
     ub = [ln for ln in err.splitlines() if "runtime error" in ln]
     real = [ln for ln in ub if "null pointer" not in ln]
-    if outcome != "null-state" and (ub or "AddressSanitizer" in err or ex in (86, 87)):
+    oob = any("out of bounds" in ln for ln in real)
+    value_ub_only = bool(ub) and not oob and "AddressSanitizer" not in err
+    if outcome == "return" and value_ub_only:
+        pass  # UBSan went on (halt_on_error=0): the path returned and is judged
+    elif outcome != "null-state" and (ub or "AddressSanitizer" in err or ex in (86, 87)):
         m = re.search(r"SEGV on unknown address (0x[0-9a-f]+)", err)
         null_segv = bool(m) and int(m.group(1), 16) < NULL_PAGE
         null_ub = bool(ub) and not real and "AddressSanitizer" not in err
         outcome = "null-state" if (null_segv or null_ub) and not real else "sanitizer"
+        if outcome == "sanitizer" and real and value_ub_only:
+            # UBSan alone: a shift by a zeroed count, an overflow of made-up values; what
+            # the harness's values cause, not the tree (memory errors are judged: ASan's,
+            # and UBSan's out-of-bounds indexing)
+            outcome = "ub-state"
         if outcome == "sanitizer" and not real and (entry_overrun
                                                      or _overran_entry_object(err)):
             outcome = "entry-object"
@@ -533,7 +544,10 @@ class Driver:
 
         self.lifted = lifted
         self.model = model
-        self.proc = HarnessProcess(lifted.exe, timeout=timeout, forks=True)
+        # UBSan reports and goes on: a shift by a zeroed count is the harness's values,
+        # and the path past it is still judged (parse keeps such a path's return)
+        self.proc = HarnessProcess(lifted.exe, timeout=timeout, forks=True, env={
+            "UBSAN_OPTIONS": "halt_on_error=0:print_stacktrace=1:exitcode=87"})
         self.names = [s.label for s in lifted.stubs]
         self.ret_sizes = [s.ret_size for s in lifted.stubs]
         self.alternatives: dict[str, list] = {}

@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ordinary-") as tmp:
         cache = cache or Path(tmp)
         source = open_tree(git, cache)
-        total = lifted = judged = regressions = 0
+        total = lifted = judged = regressions = outside = 0
         why: Counter[str] = Counter()
         paths = 0
         seconds = 0.0
@@ -81,6 +81,7 @@ def main() -> None:
             n_l = sum(1 for f in fns if f.lifted)
             n_j = sum(1 for f in fns if f.lifted and f.change != "error")
             n_r = sum(1 for f in fns if f.change == "REGRESSION")
+            outside += sum(1 for f in fns if "not in this x86 build" in f.reason)
             total, lifted, judged, regressions = (total + len(fns), lifted + n_l,
                                                   judged + n_j, regressions + n_r)
             paths += sum((f.paths.base or 0) + (f.paths.patched or 0) for f in fns)
@@ -101,6 +102,11 @@ def main() -> None:
             print(f"\n{len(commits)} commits, {total} touched functions: {lifted} lifted "
                   f"({100 * lifted / total:.0f} %), {judged} judged ({100 * judged / total:.0f} "
                   f"%), {regressions} REGRESSION; {paths} paths in {seconds:.0f} s")
+            built = total - outside
+            if outside and built:
+                print(f"  of the {built} in units the x86 build compiles ({outside} are in "
+                      f"units it leaves out): {100 * lifted / built:.0f} % lifted, "
+                      f"{100 * judged / built:.0f} % judged")
             for reason, count in why.most_common(8):
                 print(f"  {count:3d} x {reason}")
 

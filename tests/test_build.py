@@ -353,3 +353,26 @@ def test_build_on_an_already_applied_patch_judges_the_tree_as_it_is(tmp_path):
     run, check = _build_check(tmp_path, repo, patch)
     assert str(run.apply.status) == "already-applied"
     assert (check.base, check.patched) == (Outcome.NA, Outcome.PASS)
+
+
+def test_a_unit_the_configuration_leaves_out_says_so(tmp_path: Path) -> None:
+    """xen/common/dt-overlay.c is Arm's (CONFIG_OVERLAY_DTB): on x86 it is not built, and
+    BUILD and BALANCE say that instead of a compile error. Made-up Makefiles."""
+    from verifier.build import not_configured
+
+    (tmp_path / "xen/common").mkdir(parents=True)
+    (tmp_path / "xen/arch/x86/hvm/svm").mkdir(parents=True)
+    (tmp_path / "xen/.config").write_text("CONFIG_HVM=y\nCONFIG_AMD_SVM=y\n")
+    (tmp_path / "xen/common/Makefile").write_text(
+        "obj-y += memory.o\nobj-$(CONFIG_OVERLAY_DTB) += dt-overlay.o\n"
+        "obj-$(CONFIG_HVM) += \\\n\thvm-only.o\n")
+    (tmp_path / "xen/arch/x86/hvm/Makefile").write_text("obj-$(CONFIG_AMD_SVM) += svm/\n")
+    (tmp_path / "xen/arch/x86/Makefile").write_text("obj-$(CONFIG_NEVER) += other/\n")
+    (tmp_path / "xen/arch/x86/hvm/svm/Makefile").write_text("obj-y += svm.o\n")
+    why = not_configured(tmp_path, "xen/common/dt-overlay.c")
+    assert "xen/common/Makefile" in why and "CONFIG_OVERLAY_DTB" in why
+    assert not_configured(tmp_path, "xen/common/memory.c") == ""
+    assert not_configured(tmp_path, "xen/common/hvm-only.c") == ""  # continued line, set
+    assert not_configured(tmp_path, "xen/arch/x86/hvm/svm/svm.c") == ""
+    (tmp_path / "xen/.config").write_text("CONFIG_HVM=y\n")
+    assert "CONFIG_AMD_SVM" in not_configured(tmp_path, "xen/arch/x86/hvm/svm/svm.c")

@@ -177,5 +177,6 @@ def test_upstream_backport_that_applies_but_lacks_its_helper(xen_git, test_cache
     (check,) = run.checks
     assert (check.pack, check.id) == ("generic", "BUILD") and run.functions == ()
     assert (check.base, check.patched) == (Outcome.PASS, Outcome.FAIL)
+    assert check.change == "fail"  # the prerequisite's absence, not a regression
     assert "is_zen1_uarch" in check.detail
     assert any(loc.startswith("xen/arch/x86/spec_ctrl.c:") for loc in check.evidence.locations)

@@ -14,7 +14,7 @@ from verifier.generic.balance_check import touched_functions
 TOY = Path(__file__).resolve().parent / "c" / "generic"
 FUNCS = ["take_two", "lock_if_ready", "mapper", "uses_current", "double_take", "locks_page",
          "page_lock", "fill_table", "overruns_own", "beyond_a_page", "global_gate",
-         "bitmap_user", "shifts_by_state"]
+         "bitmap_user", "shifts_by_state", "overruns_allocation", "reads_const_table"]
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
@@ -214,3 +214,20 @@ def test_a_one_sided_change_is_claimed_only_when_the_other_side_was_explored():
     assert ch == "error" and "base's exploration stopped at the budget" in why
     assert balance.claimable("fixed", True, False)[0] == "error"
     assert balance.claimable("fails as on base", False, False) == ("fails as on base", "")
+
+
+def test_an_overrun_of_a_stubs_object_is_judged(lifted_pair):
+    good, _ = lifted_pair
+    ex, vs, _ = _judge(good, "overruns_allocation")
+    assert "sanitizer" in {p.outcome for p in ex.paths}  # not "entry-object"
+    assert {v.kind for v in vs} == {"sanitizer"}
+
+
+def test_global_states_write_only_writable_data_and_match_across_sides(lifted_pair):
+    good, bad = lifted_pair
+    reads = explore.global_reads(good, "reads_const_table")
+    assert "nr_limits" in reads and "limits_table" not in reads  # .rodata: never written
+    # base and patched get one list of states, whichever side reads a global
+    both = [v["name"] for v in explore.function_variants([bad, good], "global_gate")]
+    assert both == [v["name"] for v in explore.function_variants([good, bad], "global_gate")]
+    assert len(both) == len(set(both))

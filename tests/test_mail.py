@@ -271,3 +271,14 @@ def test_too_wide_matrix_shares_columns_and_the_fact_check_reads_them() -> None:
         assert [got[head[i]] for i in ids] == cells
     # a narrow one stays a column per check
     assert _check_matrix(ids[2:5], [(r, c[2:5]) for r, c in rows])[0].count("|") == 5
+
+
+def test_appendix_drops_only_the_hunks_the_detail_names() -> None:
+    from verifier.model import HunkResult
+    from verifier.report import _names_hunk
+
+    h1 = HunkResult("xen/arch/x86/mm.c", 1, "@@ -1 +1 @@", 10, 18, 8, "offset")
+    detail = "applies with offsets: xen/arch/x86/mm.c hunk #12 +3, xen/common/mm.c hunk #1 +8"
+    assert not _names_hunk(detail, h1)  # #12 is not #1, and common/mm.c is another file
+    assert _names_hunk("applies with offsets: xen/arch/x86/mm.c hunk #1 +8", h1)
+    assert _names_hunk("applies with offsets: mm.c hunk #1 +8", h1)  # the bare name

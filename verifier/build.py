@@ -396,7 +396,8 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
         try:
             # the steps stay in order (each depends on the one before); within a step
             # the tree's own sub-makes share the cores (Xen's build is -j safe)
-            r = _run(["make", f"-j{jobs()}", "-f", "Makefile", "-f", mk_path,
+            r = _run(["make", f"-j{jobs()}", "--output-sync=target", "-f", "Makefile",
+                      "-f", mk_path,
                       _entry(xen, mk_path, "xen-verify-prepare")], xen, left())
         finally:
             os.unlink(mk_path)
@@ -420,6 +421,37 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
             not list(xen.glob("arch/*/include/asm/asm-offsets.h")):
         return False, "the header steps did not generate asm-offsets.h", False
     return True, "", False
+
+
+def not_configured(root: Path, unit: str) -> str:
+    """Why this tree's x86 configuration does not build ``unit`` (tree-relative .c), or
+    "" where it does or cannot be told: the Makefile of its directory, and of each one
+    above it, names it (``obj-$(CONFIG_X) += name.o`` / ``+= dir/``) under a symbol
+    xen/.config leaves unset (xen/common/dt-overlay.c: CONFIG_OVERLAY_DTB, Arm only)."""
+    xen = root / "xen"
+    try:
+        config = (xen / ".config").read_text(errors="replace")
+    except OSError:
+        return ""
+    set_on = set(re.findall(r"^(CONFIG_\w+)=[ym]", config, re.M))
+    path = Path(unit)
+    name = path.stem + ".o"
+    parts = path.parent.parts
+    while len(parts) > 1:  # xen/common/x.c: xen/common/Makefile, then xen/Makefile ...
+        mk = root.joinpath(*parts) / "Makefile"
+        try:
+            text = mk.read_text(errors="replace").replace("\\\n", " ")
+        except OSError:
+            return ""
+        for m in re.finditer(r"^obj-\$\((CONFIG_\w+)\)\s*\+?=([^\n]*)$", text, re.M):
+            if re.search(rf"(?:^|\s){re.escape(name)}(?:\s|$)", m.group(2)) \
+                    and m.group(1) not in set_on:
+                rel = mk.relative_to(root).as_posix()
+                return (f"not in this x86 build: {rel} builds {name} only with "
+                        f"{m.group(1)}, which the configuration leaves unset")
+        name = parts[-1] + "/"
+        parts = parts[:-1]
+    return ""
 
 
 def cores() -> int:

@@ -323,7 +323,9 @@ def _harness(args: argparse.Namespace) -> int:
             result = apply_series(series, co, progress)
             if progress:
                 progress(f"{ref}: {result.detail}")
-            if result.patched_commit is None and result.status is not ApplyStatus.ALREADY_APPLIED:
+            if result.status is ApplyStatus.MISSING_PREREQUISITE or (
+                    result.patched_commit is None
+                    and result.status is not ApplyStatus.ALREADY_APPLIED):
                 raise VerifyError(f"{ref}: no patched tree to build a harness from: "
                                   f"{result.detail}")
             patched = result.status is not ApplyStatus.ALREADY_APPLIED

@@ -35,12 +35,15 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSource, ref: str,
-           cache: Path, checks: bool, report_progress: bool, exhaustive: bool) -> None:
+           cache: Path, checks: bool, report_progress: bool, exhaustive: bool,
+           share: int = 1) -> None:
     global _busy
     from verifier import tree
+    from verifier.build import set_jobs
     from verifier.pipeline import verify_ref
 
     tree.forget_parked()  # the parent's parked worktrees are the parent's, not to be shared
+    set_jobs(share)  # this ref's part of -j: the others running get theirs
 
     # The terminal's Ctrl-C reaches every process of the group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -86,9 +89,12 @@ def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cac
                 n = pending.pop(0)
                 source, ref = todo[n - 1]
                 started[n] = time.monotonic()
+                # the cores a ref's own build work may use: -j over the refs that will run
+                # beside it (the last ones alone get them all; -j N never becomes N x N)
+                share = max(1, jobs // min(jobs, len(pending) + len(running) + 1))
                 p = ctx.Process(target=_child, name=f"xen-verify {ref}", daemon=False,
                                 args=(queue, n, total, series, source, ref, cache, checks,
-                                      progress is not None, exhaustive))
+                                      progress is not None, exhaustive, share))
                 p.start()
                 running[n] = p
             kind, n, value = queue.get()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from verifier.apply import apply_series
@@ -108,8 +108,13 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         elif checks and result.applied_anyway:
             # missing a prerequisite, yet applied: BUILD alone, as the evidence (the run
             # stays n/a; nothing else is judged on a tree that lacks what the patch uses)
-            found, generic_notes = run_generic(co, series, True, cache, progress,
+            built, generic_notes = run_generic(co, series, True, cache, progress,
                                                balance=False)
+            # what the ref lacks, shown: a failure here is the prerequisite's absence,
+            # not a regression of the patch
+            found = [replace(c, change="fail" if c.change == "REGRESSION" else c.change,
+                             detail="applied all the same on a ref that lacks a "
+                                    f"prerequisite: {c.detail}") for c in built]
             notes.extend(generic_notes)
         return RunResult(
             ref=ref, commit=co.commit, subject=co.subject, tree=source.description,

@@ -394,7 +394,7 @@ def _ref_tables(report: Report, labels: list[str], packed: bool = False, tail: s
     if not ids:
         out += short
         out.append("")
-        out += _wrap(_no_checks_reason(report))
+        out += _wrap(_no_checks_reason(report) + (" " + tail if tail else ""))
         return out
     cells = [_checks_cell(r) for r in report.runs]
     compact = _table([[*head, "checks", "verdict"],
@@ -412,6 +412,7 @@ def _ref_tables(report: Report, labels: list[str], packed: bool = False, tail: s
                  if r.checks or not packed]
         if max(len(ln) for ln in one) <= MAIL_WIDTH:
             out += one
+            shown = rows  # every row printed: the legend covers its cells
         else:  # too wide for a mail: the checks get a table of their own, keyed by ref
             out += short
             out.append("")
@@ -486,6 +487,14 @@ def _func_name(ctx: str) -> str:
     return m.group(1) if m else ctx[:40]
 
 
+def _names_hunk(detail: str, h: HunkResult) -> bool:
+    """Whether the apply detail names this hunk (``xen/arch/x86/mm.c hunk #1 +8``): by
+    its path, or its bare file name, and never hunk #12 for #1."""
+    names = {h.target_file or h.file, h.file, (h.target_file or h.file).rsplit("/", 1)[-1]}
+    return any(re.search(rf"(?:^|[\s,(:]){re.escape(n)} hunk #{h.index}(?!\d)", detail)
+               for n in names)
+
+
 def _apply_lines(a: ApplyResult, brief: bool = False) -> list[str]:
     """How the patch applied: the status and detail, then what they rest on (with
     ``brief``, what the detail line already names is left to report.html)."""
@@ -498,7 +507,7 @@ def _apply_lines(a: ApplyResult, brief: bool = False) -> list[str]:
     for src, dst in a.moved_files:
         out += _wrap(f"moved: {src} is now {dst}", indent="    ", first="  - ")
     for h in a.hunks:  # the hunks that applied where the patch says go without saying
-        if brief and f"{h.file.rsplit('/', 1)[-1]} hunk #{h.index}" in a.detail:
+        if brief and _names_hunk(a.detail, h):
             continue  # the detail names it (and its offset)
         if h.status != "ok" or h.offset:
             out += _wrap(_hunk_line(h), indent="    ", first="  - ")
@@ -535,8 +544,12 @@ def _apply_lines(a: ApplyResult, brief: bool = False) -> list[str]:
         by_commit.setdefault((p.introduced_by, p.introduced_subject), []).append(
             f"{p.symbol} ({used})")
     for (introduced_by, introduced_subject), uses in by_commit.items():
-        if brief and introduced_by and introduced_by[:10] in a.detail:
-            continue
+        symbols = [p.symbol for p in a.prerequisites
+                   if (p.introduced_by, p.introduced_subject) == (introduced_by,
+                                                                   introduced_subject)]
+        if brief and introduced_by and introduced_by[:10] in a.detail and all(
+                re.search(rf"\b{re.escape(x)}\b", a.detail) for x in symbols):
+            continue  # the detail names the commit and every symbol
         text = f"missing: {', '.join(uses)}"
         if introduced_by:
             text += f", introduced by {introduced_by[:12]}"

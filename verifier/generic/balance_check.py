@@ -4,6 +4,7 @@ function (``runs[].functions[]``) and for the check."""
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import time
 from collections.abc import Callable
@@ -50,6 +51,12 @@ class _Side:
         self.driver: explore.Driver | None = None
         self.reason = ""
         self.sym: explore.Symbolizer | None = None
+        from verifier.build import not_configured
+
+        why = not_configured(Path(tree.root), source) if tree is not None else ""
+        if why:
+            self.reason = why
+            return
         cmd = tree.unit_command(source) if tree is not None else None
         if cmd is None:
             self.reason = "the tree's build has no compiler command for this unit"
@@ -111,9 +118,10 @@ def _returns_ptr(driver: explore.Driver, name: str) -> bool:
 
 
 def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
+              states: list[dict] | None = None,
               ) -> tuple[int, list[balance.Violation], balance.Contract, bool, str]:
     assert side.driver is not None and side.lifted is not None and side.sym is not None
-    ex = explore.explore(side.driver, fn)
+    ex = explore.explore(side.driver, fn, states=states)
     judged = balance.judge_paths(side.lifted.types, resources.load(), _fn_types(side, fn), ex,
                                  side.lifted.symbols)
     learnt = balance.learn(judged)
@@ -124,7 +132,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     side.sym.lookup([p.fault for p in ex.paths if p.fault], call_site=False)
     vs = balance.violations(judged, contract or learnt, side.sym,
                             _describe(side.driver, side.sym), ex.states)
-    vs = [_with_replay(side, fn, v, i) for i, v in enumerate(vs)]
+    vs = [_with_replay(side, fn, v, i, ex.states) for i, v in enumerate(vs)]
     notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
     for k, what in explore.NOT_JUDGED.items():
         n = sum(1 for p in ex.paths if p.outcome == k)
@@ -141,7 +149,8 @@ class NothingJudged(Exception):
     the zeroed state...): the side ran but nothing in it can be judged."""
 
 
-def _with_replay(side: _Side, fn: str, v: balance.Violation, i: int) -> balance.Violation:
+def _with_replay(side: _Side, fn: str, v: balance.Violation, i: int, names: list[str]
+                 ) -> balance.Violation:
     """A shell script beside the harness that replays the violating path."""
     from dataclasses import replace
 
@@ -152,7 +161,6 @@ def _with_replay(side: _Side, fn: str, v: balance.Violation, i: int) -> balance.
         if alts:
             lines.append(f"stub {j} " + " ".join(" ".join(str(x) for x in a) for a in alts))
     vi, _, script = v.replay.partition(":")
-    names = [x.get("name", "") for x in explore.function_variants(side.lifted, fn)]
     name = names[int(vi)] if vi.isdigit() and int(vi) < len(names) else ""
     lines += side.driver.setups.get(name, side.driver.setup)
     lines.append(f"run {script}")
@@ -243,11 +251,11 @@ def balance_check(base, patched, units: list[str], cache: Path, *,
                     functions.append(_function(fn, unit, sides, btext, ptext))
                     total_paths += sum(x for x in (functions[-1].paths.base,
                                                    functions[-1].paths.patched) if x)
-        finally:
+        finally:  # every harness started is stopped, whatever failed
             for f in lifting.values():
-                if f is not None:
-                    side = f.result()
-                    side.close()
+                if f is not None and f.exception() is None:
+                    with contextlib.suppress(Exception):  # closing the next one matters more
+                        f.result().close()
     secs = time.monotonic() - t0
     return _check(functions, base is not None, total_paths, secs), functions, notes
 
@@ -273,6 +281,11 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
     explored_only: set[str] = set()  # lifted and explored, but no path could be judged
     complete: dict[str, bool] = {}  # every path within the budget explored, per side
     contract = None
+    # the same entry states on both sides: the globals either side's code reads
+    units = [sides[k].lifted for k in ("base", "patched")
+             if sides.get(k) is not None and sides[k].lifted is not None
+             and fn in sides[k].lifted.functions]
+    states = explore.function_variants(units, fn) if units else None
     for name, present in (("base", in_base), ("patched", in_patched)):
         side = sides.get(name)
         if side is None or not present:
@@ -289,7 +302,7 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
                            "inlined into its callers)")
             continue
         try:
-            n, vs, learnt, complete[name], note = _run_side(side, fn, contract)
+            n, vs, learnt, complete[name], note = _run_side(side, fn, contract, states)
         except explore.ExploreError as e:
             reasons.append(f"{name}: not explored: {e}")
             continue

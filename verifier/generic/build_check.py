@@ -13,7 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from verifier.build import CompileResult, Diagnostic, PreparedTree, compile_unit, new_diagnostics
+from verifier.build import (
+    CompileResult,
+    Diagnostic,
+    PreparedTree,
+    compile_unit,
+    new_diagnostics,
+    not_configured,
+)
 from verifier.model import CheckResult, Evidence, Outcome, PatchSeries, VerifyError
 
 Progress = Callable[[str], None]
@@ -93,6 +100,9 @@ def _compile(tree: PreparedTree, source: str) -> CompileResult | str:
 
 
 def _unit(base: PreparedTree | None, patched: PreparedTree, source: str) -> UnitOutcome:
+    why = not_configured(Path(patched.root), source)
+    if why:  # the x86 build never compiles it: nothing to judge here
+        return UnitOutcome(source, Outcome.NA, Outcome.NA, f"{source}: {why}", [], [])
     with ThreadPoolExecutor(max_workers=2) as pool:  # the two compiles are independent
         pf = pool.submit(_compile, patched, source)
         bf = pool.submit(_compile, base, source) if base is not None else None

@@ -192,9 +192,10 @@ def stub_alternatives(types: Types, model: resources.Model, stub: Stub
 class _Graph:
     """Objects and pointer writes for the entry arguments, in protocol lines."""
 
-    def __init__(self, types: Types, populated: bool = False) -> None:
+    def __init__(self, types: Types, populated: bool = False, view: str = "") -> None:
         self.types = types
         self.populated = populated  # a live object: buffers behind pointers, unions filled
+        self.view = view  # the union member filled first (vcpu.arch's "hvm" or "pv")
         self.lines: list[str] = []
         self.n = 0
         self.by_type: dict[int, int] = {}
@@ -226,11 +227,15 @@ class _Graph:
         t = self.types.get(key)
         if t.kind not in ("struct", "union"):
             return
-        if t.name in ("list_head", "page_list_head") and t.name == "list_head":
-            self.ptr(idx, base, idx, base)  # empty list: next = prev = itself
-            self.ptr(idx, base + 8, idx, base)
+        if t.name == "list_head":
+            if (idx, base) not in self.taken and (idx, base + 8) not in self.taken:
+                self.ptr(idx, base, idx, base)  # empty list: next = prev = itself
+                self.ptr(idx, base + 8, idx, base)
             return
-        for _name, off, mkey in t.members:
+        members = t.members
+        if t.kind == "union" and self.view:  # the state's view first: its pointers win
+            members = sorted(members, key=lambda m: m[0] != self.view)
+        for _name, off, mkey in members:
             if self.n >= MAX_OBJECTS:
                 return
             m = self.types.get(mkey)
@@ -281,19 +286,26 @@ def variants() -> list[dict]:
         return tomllib.load(f).get("variant", []) or [{"name": "zeroed"}]
 
 
-def function_variants(lifted: Lifted, function: str) -> list[dict]:
+def function_variants(lifted: Lifted | list[Lifted], function: str) -> list[dict]:
     """The catalogue's entry states, then one per global the function reads: the zeroed
-    state with that global set (zero-filled data takes one side of every branch on it)."""
+    state with that global set (zero-filled data takes one side of every branch on it).
+    Given base and patched (in that order), the globals either side reads: both sides
+    run the same states, whatever the patch adds or drops."""
     return variants() + global_variants(lifted, function)
 
 
-def global_variants(lifted: Lifted, function: str) -> list[dict]:
+def global_variants(lifted: Lifted | list[Lifted], function: str) -> list[dict]:
+    sides = lifted if isinstance(lifted, list) else [lifted]
+    reads: list[tuple[str, Lifted]] = []
+    for one in sides:
+        reads += [(n, one) for n in global_reads(one, function)
+                  if n not in {r for r, _ in reads}]
     out = []
-    for name in global_reads(lifted, function):
-        t = lifted.types.get(lifted.types.variable_types.get(name))
+    for name, one in reads:
+        t = one.types.get(one.types.variable_types.get(name))
         if t.kind in ("int", "enum", "bool") and 0 < t.size <= 8:
             size, what = t.size, f"{name} = 1"
-        elif _is_bitmap(lifted.types, t):  # cpumask_t, nodemask_t, an unsigned long[]
+        elif _is_bitmap(one.types, t):  # cpumask_t, nodemask_t, an unsigned long[]
             size, what = 8, f"{name}: bit 0 set"
         else:
             continue
@@ -312,6 +324,21 @@ def _is_bitmap(types: Types, t: CType) -> bool:
 
 
 _READS_CACHE: dict[tuple[str, str], list[str]] = {}
+_WRITABLE_CACHE: dict[str, frozenset[str]] = {}
+
+
+def _writable_data(exe: Path) -> frozenset[str]:
+    """The executable's data symbols in writable sections (nm: b/B/d/D, small g/G/s/S)."""
+    if str(exe) not in _WRITABLE_CACHE:
+        try:
+            out = subprocess.run(["nm", "--defined-only", str(exe)], capture_output=True,
+                                 text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        _WRITABLE_CACHE[str(exe)] = frozenset(
+            p[2] for p in (ln.split() for ln in out.splitlines())
+            if len(p) == 3 and p[1] in "bBdDgGsS")
+    return _WRITABLE_CACHE[str(exe)]
 
 
 def global_reads(lifted: Lifted, function: str) -> list[str]:
@@ -332,10 +359,11 @@ def global_reads(lifted: Lifted, function: str) -> list[str]:
                 capture_output=True, text=True, timeout=60).stdout
         except (OSError, subprocess.TimeoutExpired):
             text = ""
+        writable = _writable_data(lifted.exe)  # a const table lives in .rodata
         for m in re.finditer(r"#\s+[0-9a-f]+\s+<([\w.$]+?)(?:\+0x[0-9a-f]+)?>", text):
             name = m.group(1)
-            if (name in lifted.types.variable_types and not name.startswith("xv_")
-                    and name not in names):
+            if (name in lifted.types.variable_types and name in writable
+                    and not name.startswith("xv_") and name not in names):
                 names.append(name)
     _READS_CACHE[key] = names
     return names
@@ -391,7 +419,8 @@ def entry_lines(types: Types, function: str, symbols: dict[str, int], variant: d
     fn = types.functions.get(function)
     if fn is None:
         raise ExploreError(f"no DWARF for {function}")
-    g = _Graph(types, populated=bool(variant and variant.get("populated")))
+    g = _Graph(types, populated=bool(variant and variant.get("populated")),
+               view=str((variant or {}).get("view", "")))
     desc = []
     domain_key = types.structs.get("struct domain")
     vcpu_key = types.structs.get("struct vcpu")
@@ -531,8 +560,8 @@ def parse(script: tuple[int, ...], reply: dict, names: list[str], ret_sizes: lis
 def _overran_entry_object(err: str) -> bool:
     """An ASan overflow past an object the harness built for the entry state: its size
     is the harness's guess (a pointer argument may be an array), so not judged."""
-    m = re.search(r"(?:heap-buffer-overflow|container-overflow).*?\n"
-                  r"allocated by thread \w+ here:\n((?:\s+#\d+ .*\n?)+)", err, re.S)
+    m = re.search(r"(?:heap-buffer-overflow|container-overflow)[\s\S]*?\n"
+                  r"allocated by thread \w+ here:\n((?:[ \t]+#\d+ [^\n]*\n?)+)", err)
     return bool(m) and "build_state" in m.group(1)
 
 
@@ -591,15 +620,17 @@ class Driver:
 
 
 def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
-            max_seconds: float = MAX_SECONDS) -> Exploration:
-    """Run ``function``'s paths through ``driver`` in every catalogue state (fewest
-    deviations first within each), sharing the budget."""
+            max_seconds: float = MAX_SECONDS, states: list[dict] | None = None
+            ) -> Exploration:
+    """Run ``function``'s paths through ``driver`` in every entry state (``states``, or
+    function_variants of the driver's unit; fewest deviations first within each),
+    sharing the budget."""
     import heapq
 
     t0 = time.monotonic()
     paths: list[PathResult] = []
     complete = True
-    cat = function_variants(driver.lifted, function)
+    cat = states if states is not None else function_variants(driver.lifted, function)
     for vi, variant in enumerate(cat):
         driver.prepare(function, variant)
         share_paths = (max_paths - len(paths)) // (len(cat) - vi)

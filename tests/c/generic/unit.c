@@ -155,3 +155,23 @@ int shifts_by_state(struct domain *d, unsigned long gfn)
 {
     return !(gfn >> (d->domain_id - 12));
 }
+
+/* Overruns an object a stub returned: the tree's own doing, judged. */
+int overruns_allocation(void)
+{
+    volatile char *p = _xmalloc(16, 8);
+    if ( !p )
+        return -ENOMEM;
+    p[100] = 1;
+    xfree((void *)p);
+    return 0;
+}
+
+/* Reads a table in .rodata: no global state may write it. */
+static const unsigned long limits_table[4] = { 1, 2, 3, 4 };
+extern unsigned int nr_limits;
+
+int reads_const_table(unsigned int i)
+{
+    return limits_table[i & 3] > nr_limits ? -ENOENT : 0;
+}

@@ -396,7 +396,7 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
         try:
             # the steps stay in order (each depends on the one before); within a step
             # the tree's own sub-makes share the cores (Xen's build is -j safe)
-            r = _run(["make", f"-j{jobs()}", "--output-sync=target", "-f", "Makefile",
+            r = _run(["make", f"-j{make_jobs()}", "--output-sync=target", "-f", "Makefile",
                       "-f", mk_path,
                       _entry(xen, mk_path, "xen-verify-prepare")], xen, left())
         finally:
@@ -462,17 +462,24 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-_JOBS: list[int] = []  # the run's -j, once set_jobs is called
+_JOBS: list[int] = []  # [this ref's share, the run's -j], once set_jobs is called
 
 
-def set_jobs(n: int) -> None:
-    """The run's -j: how many processes one ref's build work (make, lifting) may run at
-    once. -j 1 keeps a run to one at a time."""
-    _JOBS[:] = [max(1, n)]
+def set_jobs(share: int, total: int | None = None) -> None:
+    """How many processes one ref's work may run at once: ``share`` for its lifting
+    (compiles whose harnesses then run paths on a wall-clock alarm: the refs running
+    beside it get theirs), ``total`` (the run's -j) for the tree's make, whose header
+    steps judge nothing. -j 1 keeps a run to one process at a time."""
+    _JOBS[:] = [max(1, share), max(1, total if total is not None else share)]
 
 
 def jobs() -> int:
+    """This ref's share of -j (see set_jobs)."""
     return _JOBS[0] if _JOBS else cores()
+
+
+def make_jobs() -> int:
+    return _JOBS[1] if _JOBS else cores()
 
 
 def _temp_makefile(text: str) -> str:

@@ -36,14 +36,14 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSource, ref: str,
            cache: Path, checks: bool, report_progress: bool, exhaustive: bool,
-           share: int = 1) -> None:
+           share: int = 1, jobs: int = 1) -> None:
     global _busy
     from verifier import tree
     from verifier.build import set_jobs
     from verifier.pipeline import verify_ref
 
     tree.forget_parked()  # the parent's parked worktrees are the parent's, not to be shared
-    set_jobs(share)  # this ref's part of -j: the others running get theirs
+    set_jobs(share, total=jobs)  # this ref's part of -j: the others running get theirs
 
     # The terminal's Ctrl-C reaches every process of the group: the parent decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -94,7 +94,7 @@ def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cac
                 share = max(1, jobs // min(jobs, len(pending) + len(running) + 1))
                 p = ctx.Process(target=_child, name=f"xen-verify {ref}", daemon=False,
                                 args=(queue, n, total, series, source, ref, cache, checks,
-                                      progress is not None, exhaustive, share))
+                                      progress is not None, exhaustive, share, jobs))
                 p.start()
                 running[n] = p
             kind, n, value = queue.get()

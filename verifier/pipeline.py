@@ -130,8 +130,8 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
 
     ``jobs`` > 1 runs that many refs at once, each in a process of its own (worktrees,
     harness builds and runs are all per process); the runs keep the order given. Within
-    a ref, the tree's build (make -j) and generic mode's lifting use up to ``jobs``
-    processes too, so the last ref running does not leave the other cores idle.
+    a ref, the tree's make runs -j ``jobs`` and generic mode's lifting the ref's share
+    of it, so the last ref running does not leave the other cores idle.
     """
     from verifier.build import set_jobs
     from verifier.tree import release_parked, resolve

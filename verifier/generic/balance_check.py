@@ -51,6 +51,7 @@ class _Side:
         self.driver: explore.Driver | None = None
         self.reason = ""
         self.sym: explore.Symbolizer | None = None
+        self.raw: dict[str, list[balance.Violation]] = {}  # per function, before replays
         from verifier.build import not_configured
 
         why = not_configured(Path(tree.root), source) if tree is not None else ""
@@ -132,6 +133,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     side.sym.lookup([p.fault for p in ex.paths if p.fault], call_site=False)
     vs = balance.violations(judged, contract or learnt, side.sym,
                             _describe(side.driver, side.sym), ex.states)
+    side.raw[fn] = list(vs)  # replay "state:script": what a budget check replays elsewhere
     vs = [_with_replay(side, fn, v, i, ex.states) for i, v in enumerate(vs)]
     notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
     for k, what in explore.NOT_JUDGED.items():
@@ -323,11 +325,18 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
     if not all(viols[k] is not None for k in sides):
         ch = "error"
     elif "base" in sides:
-        ch, why = balance.claimable(
-            balance.change(_as_bal(viols["base"]), _as_bal(viols["patched"])),
-            complete.get("base", True), complete.get("patched", True))
+        ch = balance.change(_as_bal(viols["base"]), _as_bal(viols["patched"]))
+        # the side that stopped at the budget runs the other's violating paths itself
+        short = {"REGRESSION": ("base", "patched"), "fixed": ("patched", "base")}.get(ch)
+        same = short is not None and not complete.get(short[0], True) and _same_paths_clean(
+            sides[short[0]], sides[short[1]], fn, states, contract)
+        ch, why = balance.claimable(ch, complete.get("base", True) or bool(same),
+                                    complete.get("patched", True) or bool(same))
         if why:
             reasons.append(why)
+        elif same:
+            reasons.append(f"{ch}: {short[0]} stopped at the budget, and runs the other "
+                           "side's violating paths clean")
     else:
         ch = "fail" if viols["patched"] else "pass"
     return FunctionResult(
@@ -335,6 +344,39 @@ def _function(fn: str, unit: str, sides: dict, btext, ptext) -> FunctionResult:
         paths=Sides(paths["base"], paths["patched"]),
         violations=ViolationSides(tuple(viols["base"] or ()), tuple(viols["patched"] or ())),
         change=ch)
+
+
+def _same_paths_clean(short: _Side, other: _Side, fn: str, states: list[dict] | None,
+                      contract: balance.Contract | None) -> bool:
+    """Whether ``short`` (its exploration stopped at the budget) runs each of ``other``'s
+    one-sided violating paths, same state and same choices, without that violation."""
+    if short.driver is None or short.lifted is None or short.sym is None or states is None:
+        return False
+    mine = {v.identity for v in short.raw.get(fn, [])}
+    theirs = [v for v in other.raw.get(fn, []) if v.identity not in mine]
+    wanted = []
+    for v in theirs:
+        vi, _, script = v.replay.partition(":")
+        if not vi.isdigit():
+            return False
+        wanted.append((int(vi), tuple(int(k) for k in script.split(",") if k not in ("", "-"))))
+    if not wanted:
+        return False
+    try:
+        ex = explore.run_scripts(short.driver, fn, states, wanted)
+    except Exception:
+        return False
+    if any(p.outcome in explore.NOT_JUDGED for p in ex.paths):
+        return False  # the same choices end elsewhere on this side: not comparable
+    judged = balance.judge_paths(short.lifted.types, resources.load(), _fn_types(short, fn),
+                                 ex, short.lifted.symbols)
+    learnt = balance.learn(judged)
+    short.sym.lookup([a for p in ex.paths for c in p.calls for a in (c.site, *c.up)]
+                     + [pc for p in ex.paths for pc in p.last_pcs])
+    found = {v.identity for v in balance.violations(judged, contract or learnt, short.sym,
+                                                    _describe(short.driver, short.sym),
+                                                    ex.states)}
+    return not any(v.identity in found for v in theirs)
 
 
 def _as_bal(vs) -> list[balance.Violation]:

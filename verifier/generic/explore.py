@@ -665,6 +665,24 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
                        states=[v.get("name", "") for v in cat])
 
 
+def run_scripts(driver: Driver, function: str, states: list[dict],
+                wanted: list[tuple[int, tuple[int, ...]]]) -> Exploration:
+    """The paths ``wanted`` ((state index, choice script) each) and no others: another
+    side's violating paths, replayed on this side to compare like with like."""
+    paths: list[PathResult] = []
+    for vi in sorted({v for v, _ in wanted}):
+        if vi >= len(states):
+            continue
+        driver.prepare(function, states[vi])
+        for v, script in wanted:
+            if v == vi:
+                res = driver.run(script)
+                res.variant = vi
+                paths.append(res)
+    return Exploration(function=function, paths=paths, complete=True, seconds=0.0,
+                       states=[v.get("name", "") for v in states])
+
+
 # --------------------------------------------------------------------------- locations
 
 

@@ -16,6 +16,7 @@ from verifier.model import (
     ApplyStatus,
     Checkout,
     CheckResult,
+    Outcome,
     PackLimits,
     PatchSeries,
     Report,
@@ -111,8 +112,9 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
             built, generic_notes = run_generic(co, series, True, cache, progress,
                                                balance=False)
             # what the ref lacks, shown: a failure here is the prerequisite's absence,
-            # not a regression of the patch
-            found = [replace(c, change="fail" if c.change == "REGRESSION" else c.change,
+            # not a regression of the patch, so no base is compared (the detail says
+            # how base fared)
+            found = [replace(c, base=Outcome.NA,
                              detail="applied all the same on a ref that lacks a "
                                     f"prerequisite: {c.detail}") for c in built]
             notes.extend(generic_notes)

@@ -360,6 +360,9 @@ def checkout(source: TreeSource, ref: str, cache: Path) -> Iterator[Checkout]:
             shutil.rmtree(base, ignore_errors=True)
             raise VerifyError(
                 f"--ref {ref}: cannot check out {sha[:12]}: {_git_error(e)}") from None
+        except BaseException:  # SIGTERM or Ctrl-C while git adds it: nothing is left
+            _remove_worktree(repo, base, path)
+            raise
         spot = (base, path)
     finished = False
     try:

@@ -231,3 +231,22 @@ def test_global_states_write_only_writable_data_and_match_across_sides(lifted_pa
     both = [v["name"] for v in explore.function_variants([bad, good], "global_gate")]
     assert both == [v["name"] for v in explore.function_variants([good, bad], "global_gate")]
     assert len(both) == len(set(both))
+
+
+def test_a_lifted_unit_serves_the_next_checkout_of_the_same_content(tmp_path):
+    """Checkouts move (a worktree per run): the harness is keyed and named by content,
+    not by the checkout's path, and its locations still come out tree-relative."""
+    lifted = []
+    for name in ("first", "second"):
+        root = tmp_path / name
+        shutil.copytree(TOY, root)
+        argv = ("gcc", "-std=gnu11", "-O2", "-Werror", f"-I{root / 'include'}", "-include",
+                "xen/config.h", "-c", "unit.c", "-o", "unit.o")
+        lifted.append(lift.lift(root, "unit.c", argv, root, FUNCS, tmp_path / "cache",
+                                "toy-content"))
+    assert lifted[0].dir == lifted[1].dir  # one cache entry, built once
+    ex, vs, _ = _judge(lifted[1], "take_two")
+    sym = explore.Symbolizer(lifted[1].exe, tmp_path / "second", tmp_path / "second")
+    sym.lookup([c.site for p in ex.paths for c in p.calls])
+    sites = {sym.at(c.site) for p in ex.paths for c in p.calls}
+    assert sites and all(s.startswith("unit.c:") for s in sites), sites

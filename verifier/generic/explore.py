@@ -719,9 +719,14 @@ class Symbolizer:
             self.cache[a] = next((x for x in locs if x.split(":")[0].endswith(".c")), locs[0])
 
     def _tree_path(self, loc: str) -> str:
+        from verifier.generic.lift import TREE_PREFIX
+
         m = re.match(r"(.*):(\d+)", loc)
         if not m or m.group(1) == "??":
             return "?"
+        if m.group(1).startswith(TREE_PREFIX + "/"):  # the lifted unit's own name for root
+            rel = Path(m.group(1)[len(TREE_PREFIX) + 1:])
+            return f"{Path(*_normalise(Path('/') / rel)[1:]).as_posix()}:{m.group(2)}"
         path = Path(m.group(1))
         if not path.is_absolute():
             path = self.cwd / path

@@ -168,12 +168,24 @@ const unsigned long xv_page_info_size = sizeof(struct page_info);
 """
 
 
-def _key(tree_key: str, source_text: bytes, argv: tuple[str, ...], functions: list[str]
-         ) -> str:
+# The tree's path as the lifted unit's debug info and __FILE__ strings name it: a harness
+# built from one checkout serves the next one of the same content (checkouts move).
+TREE_PREFIX = "/xv-tree"
+
+
+def _tree_paths(root: Path) -> list[str]:
+    return sorted({str(root), str(Path(root).resolve())}, key=len, reverse=True)
+
+
+def _key(tree_key: str, source_text: bytes, argv: tuple[str, ...], functions: list[str],
+         root: Path | None = None) -> str:
     h = hashlib.sha256()
     h.update(VERSION.encode())
     h.update(tree_key.encode())
     h.update(source_text)
+    if root is not None:  # the command names the checkout's path: not part of the key
+        for prefix in _tree_paths(root):
+            argv = tuple(a.replace(prefix, TREE_PREFIX) for a in argv)
     h.update("\0".join(argv).encode())
     h.update("\0".join(sorted(functions)).encode())
     for p in sorted(TEMPLATES.rglob("*")):
@@ -200,7 +212,8 @@ def lift(root: Path, source: str, argv: tuple[str, ...], cwd: Path, functions: l
         text = src_path.read_bytes()
     except OSError as e:
         raise LiftError(f"cannot read {source}: {e.strerror}") from None
-    key = _key(tree_key or str(root), text, tuple(argv), functions)
+    key = _key(tree_key or str(root), text, tuple(argv), functions,
+               root if tree_key else None)
     final = Path(cache) / "generic" / key
     meta = final / "lifted.pickle"
     if meta.exists():
@@ -240,6 +253,7 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
                 ("-O1", False, False))
     for opt, cov, keep in attempts:
         base = userspace_argv(argv, OVERLAY, opt, cov, keep)
+        base += [f"-ffile-prefix-map={p}={TREE_PREFIX}" for p in _tree_paths(root)]
         try:
             _run([*base, "-c", str(src_path), "-o", str(obj)], cwd, f"compile {source}")
             err = None

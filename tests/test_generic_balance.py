@@ -245,7 +245,7 @@ def test_a_lifted_unit_serves_the_next_checkout_of_the_same_content(tmp_path):
         lifted.append(lift.lift(root, "unit.c", argv, root, FUNCS, tmp_path / "cache",
                                 "toy-content"))
     assert lifted[0].dir == lifted[1].dir  # one cache entry, built once
-    ex, vs, _ = _judge(lifted[1], "take_two")
+    ex, _, _ = _judge(lifted[1], "take_two")
     sym = explore.Symbolizer(lifted[1].exe, tmp_path / "second", tmp_path / "second")
     sym.lookup([c.site for p in ex.paths for c in p.calls])
     sites = {sym.at(c.site) for p in ex.paths for c in p.calls}

@@ -89,8 +89,8 @@ def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cac
                 n = pending.pop(0)
                 source, ref = todo[n - 1]
                 started[n] = time.monotonic()
-                # the cores a ref's own build work may use: -j over the refs that will run
-                # beside it (the last ones alone get them all; -j N never becomes N x N)
+                # the cores a ref's lifting may use: -j over the refs still to finish
+                # (N x N lifts never run at once; the tree's make takes the whole -j)
                 share = max(1, jobs // min(jobs, len(pending) + len(running) + 1))
                 p = ctx.Process(target=_child, name=f"xen-verify {ref}", daemon=False,
                                 args=(queue, n, total, series, source, ref, cache, checks,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from verifier.build import jobs
+from verifier.build import jobs, not_configured
 from verifier.generic import balance, explore, lift, resources
 from verifier.model import (
     BalanceViolation,
@@ -52,8 +52,6 @@ class _Side:
         self.reason = ""
         self.sym: explore.Symbolizer | None = None
         self.raw: dict[str, list[balance.Violation]] = {}  # per function, before replays
-        from verifier.build import not_configured
-
         why = not_configured(Path(tree.root), source) if tree is not None else ""
         if why:
             self.reason = why
@@ -123,16 +121,7 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
               ) -> tuple[int, list[balance.Violation], balance.Contract, bool, str]:
     assert side.driver is not None and side.lifted is not None and side.sym is not None
     ex = explore.explore(side.driver, fn, states=states)
-    judged = balance.judge_paths(side.lifted.types, resources.load(), _fn_types(side, fn), ex,
-                                 side.lifted.symbols)
-    learnt = balance.learn(judged)
-    addrs = [a for p in ex.paths for c in p.calls for a in (c.site, *c.up)]
-    addrs += [pc for p in ex.paths for pc in p.last_pcs]
-    addrs += [h.site for j in judged for h in (*j.held, *j.unheld, *j.doubles)]
-    side.sym.lookup(addrs)
-    side.sym.lookup([p.fault for p in ex.paths if p.fault], call_site=False)
-    vs = balance.violations(judged, contract or learnt, side.sym,
-                            _describe(side.driver, side.sym), ex.states)
+    learnt, vs = _judge(side, fn, ex, contract)
     side.raw[fn] = list(vs)  # replay "state:script": what a budget check replays elsewhere
     vs = [_with_replay(side, fn, v, i, ex.states) for i, v in enumerate(vs)]
     notes = [] if ex.complete else [f"budget reached after {len(ex.paths)} paths"]
@@ -144,6 +133,23 @@ def _run_side(side: _Side, fn: str, contract: balance.Contract | None,
     if ex.paths and all(p.outcome in explore.NOT_JUDGED for p in ex.paths):
         raise NothingJudged(note)
     return len(ex.paths), vs, learnt, ex.complete, note
+
+
+def _judge(side: _Side, fn: str, ex: explore.Exploration, contract: balance.Contract | None
+           ) -> tuple[balance.Contract, list[balance.Violation]]:
+    """The contract ``ex``'s paths show, and their violations (of ``contract``, else of
+    that one), every address they name symbolized."""
+    assert side.driver is not None and side.lifted is not None and side.sym is not None
+    judged = balance.judge_paths(side.lifted.types, resources.load(), _fn_types(side, fn), ex,
+                                 side.lifted.symbols)
+    learnt = balance.learn(judged)
+    addrs = [a for p in ex.paths for c in p.calls for a in (c.site, *c.up)]
+    addrs += [pc for p in ex.paths for pc in p.last_pcs]
+    addrs += [h.site for j in judged for h in (*j.held, *j.unheld, *j.doubles)]
+    side.sym.lookup(addrs)
+    side.sym.lookup([p.fault for p in ex.paths if p.fault], call_site=False)
+    return learnt, balance.violations(judged, contract or learnt, side.sym,
+                                      _describe(side.driver, side.sym), ex.states)
 
 
 class NothingJudged(Exception):
@@ -368,14 +374,7 @@ def _same_paths_clean(short: _Side, other: _Side, fn: str, states: list[dict] | 
         return False
     if any(p.outcome in explore.NOT_JUDGED for p in ex.paths):
         return False  # the same choices end elsewhere on this side: not comparable
-    judged = balance.judge_paths(short.lifted.types, resources.load(), _fn_types(short, fn),
-                                 ex, short.lifted.symbols)
-    learnt = balance.learn(judged)
-    short.sym.lookup([a for p in ex.paths for c in p.calls for a in (c.site, *c.up)]
-                     + [pc for p in ex.paths for pc in p.last_pcs])
-    found = {v.identity for v in balance.violations(judged, contract or learnt, short.sym,
-                                                    _describe(short.driver, short.sym),
-                                                    ex.states)}
+    found = {v.identity for v in _judge(short, fn, ex, contract)[1]}
     return not any(v.identity in found for v in theirs)
 
 

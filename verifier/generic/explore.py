@@ -24,7 +24,7 @@ from pathlib import Path
 
 from verifier.generic import resources
 from verifier.generic.dwarf import CType, Types
-from verifier.generic.lift import Lifted
+from verifier.generic.lift import TREE_PREFIX, Lifted
 from verifier.generic.stubs import Stub
 
 SITE_CAP = 2
@@ -719,8 +719,6 @@ class Symbolizer:
             self.cache[a] = next((x for x in locs if x.split(":")[0].endswith(".c")), locs[0])
 
     def _tree_path(self, loc: str) -> str:
-        from verifier.generic.lift import TREE_PREFIX
-
         m = re.match(r"(.*):(\d+)", loc)
         if not m or m.group(1) == "??":
             return "?"

@@ -3,8 +3,10 @@
 Each patch is made at run time from the tree's own ``fill_ro_mpt`` (no Xen text is kept
 here): a few lines of ours are added at the top of its body. The run must end with the
 hostile act contained (no connection received, no canary written, no process left),
-reported as failed checks of the patched tree named for what the code tried, the
-user's repository and the cache's borrowed objects unchanged. Durations are printed.
+reported as failed checks of the patched tree named for what the code tried, and the
+user's repository and the whole cache byte-identical: the cache is warmed once by a
+harmless change, and nothing built from a patch's text is kept in it. Durations are
+printed (issue 12 asks for 30 s a case on a cache that has seen the ref).
 """
 
 from __future__ import annotations
@@ -77,10 +79,106 @@ def _failed_details(report: dict) -> list[str]:
             if c["patched"] == "fail" and c["pack"] != "generic"]
 
 
-@pytest.fixture()
-def shared(debian_bookworm, tmp_path_factory):
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+        elif p.is_dir():
+            h.update(str(p.relative_to(root)).encode() + b"/\0")
+    return h.hexdigest()
+
+
+def _processes_under(path: Path) -> list[int]:
+    """PIDs whose executable or command line lies under ``path`` (a harness left running)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit() or int(d.name) == os.getpid():
+            continue
+        try:
+            text = (d / "cmdline").read_bytes().decode(errors="replace") + os.readlink(d / "exe")
+        except OSError:
+            continue
+        if str(path) in text:
+            found.append(int(d.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def shared(debian_bookworm, xen_tree_417, tmp_path_factory):
+    """A cache that has seen the ref: prepared tree, base harness, base lifted unit."""
     cache = tmp_path_factory.mktemp("hostile-cache")
+    tmp = tmp_path_factory.mktemp("hostile-warm")
+    patch = _hostile_patch(xen_tree_417, ["    /* xen-verify: a harmless change */"],
+                           tmp / "benign.patch")
+    r, seconds = _run(patch, debian_bookworm, cache, tmp / "out")
+    print(f"\nwarming the cache (a harmless change): exit {r.returncode} in {seconds:.0f}s",
+          file=sys.stderr)
+    assert r.returncode in (0, 1), r.stderr
     return debian_bookworm, cache
+
+
+def _contained(name: str, source, cache: Path, patch: Path, out: Path, expect: str,
+               canary: Path | None = None) -> None:
+    """One hostile case: contained, reported as named, nothing of the user's changed."""
+    repo_before, cache_before = _repo_digest(source.git_dir), _tree_digest(cache)
+    r, seconds = _run(patch, source, cache, out)
+    report = json.loads((out / "report.json").read_text())
+    failed = _failed_details(report)
+    print(f"{name}: exit {r.returncode} in {seconds:.0f}s; {len(failed)} checks failed: "
+          f"{failed[:1]}", file=sys.stderr)
+    assert r.returncode == 1, r.stderr
+    assert failed and all(expect in d for d in failed), failed
+    time.sleep(0.5)
+    assert _processes_under(cache) == [], "a process outlived the run"
+    assert canary is None or not canary.exists()
+    assert _repo_digest(source.git_dir) == repo_before
+    assert _tree_digest(cache) == cache_before, "the run left something in the cache"
+
+
+CASES = {
+    # name: (lines added to fill_ro_mpt, what every failing pack check must say)
+    "write": ([
+        "    extern int open(const char *, int, ...);",
+        "    open(\"@CANARY@\", 01 | 0100, 0644);",
+    ], "tried to write to the file system"),
+    "system": ([
+        "    extern int system(const char *);",
+        "    system(\"echo pwned > @CANARY@; env > @CANARY@.env\");",
+    ], "tried to run a program with system()"),
+    "spin": ([
+        "    for ( volatile unsigned long xv_i = 1; xv_i; xv_i |= 1 )",
+        "        ;",
+    ], "does not terminate"),
+    "20 GB": ([
+        "    extern void *malloc(unsigned long);",
+        "    extern void *memset(void *, int, unsigned long);",
+        "    { char *xv_p = malloc(20UL << 30); if ( xv_p ) memset(xv_p, 1, 20UL << 30); }",
+    ], "tried to allocate"),
+    "fork bomb": ([
+        "    extern int fork(void);",
+        "    for ( ;; )",
+        "        fork();",
+    ], "tried to start a process"),
+    "kill the parent": ([
+        "    extern int kill(int, int);",
+        "    extern int getppid(void);",
+        "    kill(getppid(), 9);",
+        "    kill(-1, 9);",
+    ], "tried to signal another process"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_hostile_case_is_contained_and_named(name: str, shared, xen_tree_417,
+                                             tmp_path) -> None:
+    source, cache = shared
+    canary = tmp_path / "canary"
+    lines, expect = CASES[name]
+    lines = [ln.replace("@CANARY@", str(canary)) for ln in lines]
+    patch = _hostile_patch(xen_tree_417, lines, tmp_path / "hostile.patch")
+    _contained(name, source, cache, patch, tmp_path / "out", expect, canary)
+    assert not Path(f"{canary}.env").exists()
 
 
 def test_socket_to_a_local_listener_is_blocked(shared, xen_tree_417, tmp_path) -> None:
@@ -100,7 +198,7 @@ def test_socket_to_a_local_listener_is_blocked(shared, xen_tree_417, tmp_path) -
         "        write(xv_s, \"stolen\\n\", 7);",
     ]
     patch = _hostile_patch(xen_tree_417, lines, tmp_path / "socket.patch")
-    before = _repo_digest(source.git_dir)
+    before, cache_before = _repo_digest(source.git_dir), _tree_digest(cache)
     try:
         r, seconds = _run(patch, source, cache, tmp_path / "out")
         with pytest.raises(TimeoutError):
@@ -114,6 +212,7 @@ def test_socket_to_a_local_listener_is_blocked(shared, xen_tree_417, tmp_path) -
     assert r.returncode == 1, r.stderr
     assert failed and all("tried to open a socket" in d for d in failed), failed
     assert _repo_digest(source.git_dir) == before
+    assert _tree_digest(cache) == cache_before
 
 
 def test_daemon_and_file_write_leave_nothing(shared, xen_tree_417, tmp_path) -> None:
@@ -147,9 +246,22 @@ def test_daemon_and_file_write_leave_nothing(shared, xen_tree_417, tmp_path) -> 
 def test_include_of_stdin_is_a_finding_not_a_hang(shared, xen_tree_417, tmp_path) -> None:
     source, cache = shared
     patch = _hostile_patch(xen_tree_417, ['#include "/dev/stdin"'], tmp_path / "inc.patch")
+    _contained("include /dev/stdin", source, cache, patch, tmp_path / "out",
+               "#include /dev/stdin")
+
+
+def test_include_of_a_device_ends_in_the_sandbox_for_the_trees_own_build(
+        shared, xen_tree_417, tmp_path) -> None:
+    """generic mode's gcc (BUILD, the lift) compiles the whole unit: the device is not
+    there to read, so the compile fails at the line, in seconds, and says so."""
+    source, cache = shared
+    patch = _hostile_patch(xen_tree_417, ['#include "/dev/zero"'], tmp_path / "zero.patch")
+    before = _tree_digest(cache)
     r, seconds = _run(patch, source, cache, tmp_path / "out")
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    failed = _failed_details(report)
-    print(f"include: exit {r.returncode} in {seconds:.0f}s; {failed[:1]}", file=sys.stderr)
+    (run,) = json.loads((tmp_path / "out" / "report.json").read_text())["runs"]
+    build = next(c for c in run["checks"] if c["id"] == "BUILD")
+    print(f"include /dev/zero: exit {r.returncode} in {seconds:.0f}s; BUILD: {build['detail']}",
+          file=sys.stderr)
     assert r.returncode == 1, r.stderr
-    assert failed and all("#include /dev/stdin" in d for d in failed), failed
+    assert build["patched"] == "fail" and "/dev/zero" in build["detail"], build
+    assert _tree_digest(cache) == before

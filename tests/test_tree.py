@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
 from tests import toyrepo
 from verifier.model import TreeKind, VerifyError
-from verifier.tree import checkout, commit_worktree, open_tree, resolve
+from verifier.tree import checkout, commit_worktree, open_tree, release_parked, resolve
 
 
 def snapshot(git_dir: Path) -> dict[str, str]:
@@ -50,9 +51,27 @@ def test_worktree_removed_on_interrupt(toy):
         assert (co.path / "hv/mm.c").is_file()
         raise KeyboardInterrupt
     assert seen is not None and not seen.exists()
+    # what is left is this process's own repository, removed with the parked worktrees
+    (left,) = (cache / "work").iterdir()
+    assert left.name.startswith(f"{os.getpid()}-repo-")
+    assert str(seen) not in toyrepo.git(left, "worktree", "list", "--porcelain")
+    release_parked()
     assert not any((cache / "work").iterdir())
-    listing = toyrepo.git(source.worktree_repo, "worktree", "list", "--porcelain")
-    assert str(seen) not in listing
+    # the cache's shadow repository never held the worktree, nor an object of the run
+    assert not (source.worktree_repo / "worktrees").exists()
+
+
+def test_a_run_writes_no_object_into_the_cache(toy):
+    repo, cache = toy
+    source = open_tree(str(repo), cache)
+    shadow_before = snapshot(source.worktree_repo)
+    with checkout(source, "written-on~0", cache) as co:
+        (co.path / "hv/mm.c").write_text("changed by a patch\n")
+        sha = commit_worktree(co.path, "the patched tree")
+        assert toyrepo.git(co.path, "cat-file", "-t", sha) == "commit"
+    release_parked()
+    assert snapshot(source.worktree_repo) == shadow_before
+    assert not any((cache / "work").iterdir())
 
 
 def test_stale_worktree_of_a_killed_run_is_reaped(toy):

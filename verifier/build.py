@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from verifier import sandbox, scratch
 from verifier.archive import safe_extractall
 from verifier.model import Checkout, VerifyError
 
@@ -95,6 +96,10 @@ class PreparedTree:
     cached: bool = False  # restored from the cache (True) or prepared now (False)
     cpu_seconds: float = 0.0  # CPU time of the preparation's child processes (0 on a hit)
     era: str = ""  # "rules.mk" (xen/Makefile runs `-f Rules.mk _build`: before 4.17), "kbuild"
+    # Where this tree records what it learns (unit commands, compile results): None for
+    # the entry itself; a patched tree's go to the process's scratch (verifier.scratch),
+    # so nothing derived from patch text is kept in the cache.
+    store: Path | None = None
     _commands: dict[str, tuple[UnitCommand, ...]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     _lock: threading.Lock = field(
@@ -218,9 +223,15 @@ def _marker(xen: Path) -> dict:
 # --------------------------------------------------------------------------- preparing
 
 
-def prepare_tree(root: Path, cache: Path, progress: Progress | None = None) -> PreparedTree:
+def prepare_tree(root: Path, cache: Path, progress: Progress | None = None, *,
+                 untrusted: bool = False) -> PreparedTree:
     """Generated headers and .config in place in ``root`` (a worktree or export, never the
-    user's repository): restored from the cache by content key, or prepared and stored."""
+    user's repository): restored from the cache by content key, or prepared and stored.
+
+    ``untrusted``: the tree holds patch text (the patched worktree). It is restored from
+    the cache where its build files are a trusted tree's (the usual case: a patch to .c
+    files); what it prepares or records goes to the process's scratch, not the cache.
+    """
     root = Path(root).resolve()
     xen = root / "xen"
     if not (xen / "Makefile").is_file():
@@ -228,17 +239,20 @@ def prepare_tree(root: Path, cache: Path, progress: Progress | None = None) -> P
     key = content_key(root)
     era = "rules.mk" if _rules_mk_build(xen) else "kbuild"
     entry = cache / "build" / key
+    store = scratch.untrusted_cache(cache) / "build" / key if untrusted else None
+    if store is not None and _read_meta(entry) is None:
+        entry, store = store, None  # prepared from patch text: all of it in the scratch
     mark = _marker(xen)
     if mark.get("key") == key and mark.get("ok"):
-        return PreparedTree(root, True, "", key, entry, cached=True, era=era)
+        return PreparedTree(root, True, "", key, entry, cached=True, era=era, store=store)
     meta = _read_meta(entry)
     if meta is not None:
         if not meta.get("ok"):
             return PreparedTree(root, False, meta.get("reason", "preparation failed"), key,
-                                entry, cached=True, era=era)
+                                entry, cached=True, era=era, store=store)
         _restore(entry, root)
         _write_marker(xen, key, meta.get("generated", []), True)
-        return PreparedTree(root, True, "", key, entry, cached=True, era=era)
+        return PreparedTree(root, True, "", key, entry, cached=True, era=era, store=store)
     if progress:
         progress(f"preparing the tree's build (defconfig, generated headers): {key[:12]}")
     before = _snapshot(xen)
@@ -278,9 +292,24 @@ def _make_env() -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env=_make_env(), capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+def _sandbox_env() -> dict[str, str]:
+    """What the tree's build gets inside the sandbox: _make_env's own settings, with
+    the sandbox's PATH (this process's may name a virtualenv the sandbox cannot see)."""
+    env = {k: v for k, v in _make_env().items()
+           if k in ("LC_ALL", "XEN_WHOAMI", "XEN_DOMAIN", "XEN_BUILD_HOST")}
+    python3 = shutil.which("python3", path=sandbox.PATH)
+    if python3:
+        env["PYTHON"] = python3
+    return env
+
+
+def _run(argv: list[str], cwd: Path, timeout: float,
+         readable: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """make in ``cwd`` (a tree's xen/): in the sandbox, the tree (its own copy: a worktree
+    or an export) the only place it writes. A patch's Makefile is patch code too."""
+    tree = Path(cwd).resolve().parent
+    return sandbox.run_build_step(argv, cwd=cwd, readable=readable, writable=tree,
+                                  timeout_s=timeout, env=_sandbox_env())
 
 
 def _last_error(output: str) -> str:
@@ -398,9 +427,10 @@ def _run_preparation(xen: Path) -> tuple[bool, str, bool]:
             # the tree's own sub-makes share the cores (Xen's build is -j safe)
             r = _run(["make", f"-j{make_jobs()}", "--output-sync=target", "-f", "Makefile",
                       "-f", mk_path,
-                      _entry(xen, mk_path, "xen-verify-prepare")], xen, left())
+                      _entry(xen, mk_path, "xen-verify-prepare")], xen, left(),
+                     readable=(Path(mk_path).parent,))
         finally:
-            os.unlink(mk_path)
+            _drop_makefile(mk_path)
         if r.returncode:
             out = r.stdout + r.stderr
             done = re.findall(r"^xen-verify step (\d+)$", r.stdout, re.M)
@@ -483,9 +513,16 @@ def make_jobs() -> int:
 
 
 def _temp_makefile(text: str) -> str:
-    with tempfile.NamedTemporaryFile("w", suffix=".mk", prefix="xen-verify-", delete=False) as f:
-        f.write(text)
-        return f.name
+    """Our makefile in a private directory of its own (bound read-only into the sandbox);
+    remove it with _drop_makefile."""
+    d = Path(tempfile.mkdtemp(prefix="xen-verify-mk-"))
+    path = d / "xen-verify.mk"
+    path.write_text(text)
+    return str(path)
+
+
+def _drop_makefile(path: str) -> None:
+    shutil.rmtree(Path(path).parent, ignore_errors=True)
 
 
 def _fragment(xen: Path) -> list[str]:
@@ -618,16 +655,24 @@ def _restore(entry: Path, root: Path) -> None:
 COMPILERS = re.compile(r"^(?:.*/)?(?:[\w.-]+-)?(?:gcc|cc|clang)(?:-[\d.]+)?$")
 
 
-def _command_file(tree: PreparedTree, source: str) -> Path:
+def _command_file(tree: PreparedTree, source: str, *, recorded: bool = False) -> Path:
+    """The unit-command record of ``source``: the entry's, or (``recorded``: where this
+    tree writes, and reads when the entry has none) its store's."""
     assert tree.entry is not None
-    return tree.entry / "commands" / (hashlib.sha1(source.encode()).hexdigest()[:20] + ".json")
+    name = hashlib.sha1(source.encode()).hexdigest()[:20] + ".json"
+    if recorded and tree.store is not None:
+        return tree.store / "commands" / name
+    return tree.entry / "commands" / name
 
 
 def _cached_commands(tree: PreparedTree, source: str) -> tuple[UnitCommand, ...] | None:
     if tree.entry is None:
         return None
     try:
-        data = json.loads(_command_file(tree, source).read_text())
+        path = _command_file(tree, source)
+        if not path.is_file():
+            path = _command_file(tree, source, recorded=True)
+        data = json.loads(path.read_text())
         root = str(tree.root)
         return tuple(
             UnitCommand(source=source, argv=tuple(a.replace(ROOT_TOKEN, root) for a in c["argv"]),
@@ -651,9 +696,9 @@ def _record_commands(tree: PreparedTree, source: str) -> tuple[UnitCommand, ...]
         {"argv": [a.replace(root, ROOT_TOKEN) for a in c.argv],
          "cwd": str(c.cwd).replace(root, ROOT_TOKEN), "unit": c.unit, "object": c.object}
         for c in cmds]}
-    path = _command_file(tree, source)
+    path = _command_file(tree, source, recorded=True)
     with contextlib.suppress(OSError):
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
@@ -741,12 +786,12 @@ def unit_commands_from_make(root: Path, pairs: list[tuple[str, str]],
         argv = ["make", "-n", "-w", "-k", "-f", "Makefile", "-f", mk_path,
                 _entry(xen, mk_path, "xen-verify-unit")]
     try:
-        r = _run(argv, xen, 300)
-    except (OSError, subprocess.TimeoutExpired):
+        r = _run(argv, xen, 300, readable=(Path(mk_path).parent,) if mk_path else ())
+    except (OSError, subprocess.TimeoutExpired, VerifyError):
         return [None] * len(pairs)
     finally:
         if mk_path:
-            os.unlink(mk_path)
+            _drop_makefile(mk_path)
     return [parse_compile_command(r.stdout, unit, root, obj) for obj, unit in pairs]
 
 
@@ -879,7 +924,7 @@ def prepared_pair(co: Checkout, cache: Path,
             export_commit(Path(co.path), co.commit, base_root)
         _BASES[key] = base_root
     base = prepare_tree(base_root, cache, progress)
-    patched = prepare_tree(Path(co.path), cache, progress)
+    patched = prepare_tree(Path(co.path), cache, progress, untrusted=True)
     return base, patched
 
 
@@ -998,7 +1043,7 @@ def _result_file(tree: PreparedTree, cmd: UnitCommand) -> Path | None:
                     files.add((p.parent / inc).resolve().relative_to(tree.root).as_posix())
     for rel in sorted(files):
         _hash_file(h, rel, tree.root / rel)
-    return tree.entry / "results" / (h.hexdigest()[:32] + ".json")
+    return (tree.store or tree.entry) / "results" / (h.hexdigest()[:32] + ".json")
 
 
 def _load_result(path: Path | None, cmd: UnitCommand, root: Path) -> CompileResult | None:
@@ -1021,7 +1066,7 @@ def _save_result(path: Path | None, result: CompileResult, root: Path) -> None:
             "output": result.output.replace(str(root), ROOT_TOKEN),
             "diagnostics": [d.__dict__ for d in result.diagnostics]}
     with contextlib.suppress(OSError):
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, path)
@@ -1044,8 +1089,10 @@ def _run_compile(tree: PreparedTree, cmd: UnitCommand, timeout: float) -> Compil
         argv = cmd.compile_argv(Path(tmp) / "unit.o")
         t0 = time.monotonic()
         try:
-            r = subprocess.run(argv, cwd=cmd.cwd, env=_make_env(), capture_output=True,
-                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            # the unit is patch text: gcc reads the tree and writes only the object
+            r = sandbox.run_build_step(argv, cwd=cmd.cwd, readable=(tree.root,),
+                                       writable=Path(tmp), timeout_s=timeout,
+                                       env=_sandbox_env(), limits=sandbox.COMPILE_LIMITS)
         except subprocess.TimeoutExpired:
             return CompileResult(cmd.source, -1, (), f"compiler timed out after {timeout:.0f} s",
                                  timeout, tuple(argv))

@@ -434,6 +434,7 @@ def build(src: HarnessSources, cache_dir: Path) -> Built:
         return Built(exe, src, 0.0, True)
     # A folder of its own per build: refs built at once (-j) by processes or threads
     # never share one, and the first complete build of a key is renamed into place.
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{src.key}-{os.getpid()}-", dir=cache_dir))
     write_sources(src, tmp)
     refuse_hostile_includes(src.pieces)

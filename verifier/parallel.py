@@ -38,11 +38,12 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
            cache: Path, checks: bool, report_progress: bool, exhaustive: bool,
            share: int = 1, jobs: int = 1) -> None:
     global _busy
-    from verifier import tree
+    from verifier import scratch, tree
     from verifier.build import set_jobs
     from verifier.pipeline import verify_ref
 
     tree.forget_parked()  # the parent's parked worktrees are the parent's, not to be shared
+    scratch.forget()
     set_jobs(share, total=jobs)  # this ref's part of -j: the others running get theirs
 
     # The terminal's Ctrl-C reaches every process of the group: the parent decides.
@@ -64,6 +65,7 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
     finally:
         _busy = False
         tree.release_parked()  # a forked child ends without running atexit handlers
+        scratch.release()
 
 
 def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cache: Path, *,

@@ -342,6 +342,55 @@ static void xv_guard_no_exec(void)
 #endif /* elsewhere the namespaces alone confine it (status().seccomp is False) */
 }
 
+/* The libc calls that start a program, named as the code under test called them
+ * (system() blocks signals before its clone: the filter's report could not say which). */
+__attribute__((no_sanitize("address", "undefined")))
+static void xv_guard_program(const char *fn, const char *cmd)
+{
+    char buf[400];
+    size_t n = 0;
+    xv_guard_put(buf, &n, sizeof(buf), "\nXV-FINDING sandbox: run a program with ");
+    xv_guard_put(buf, &n, sizeof(buf), fn);
+    xv_guard_put(buf, &n, sizeof(buf), "() (command \"");
+    if (cmd) {
+        size_t i;
+        for (i = 0; cmd[i] && i < 160 && n + 8 < sizeof(buf); i++)
+            buf[n++] = (cmd[i] >= 32 && cmd[i] < 127 && cmd[i] != '"') ? cmd[i] : '?';
+    }
+    xv_guard_put(buf, &n, sizeof(buf), "\")\n");
+    syscall(SYS_write, 2, buf, n);
+    _exit(88);
+}
+
+int system(const char *cmd)
+{
+    xv_guard_program("system", cmd);
+    return -1;
+}
+
+void *popen(const char *cmd, const char *mode)
+{
+    (void)mode;
+    xv_guard_program("popen", cmd);
+    return 0;
+}
+
+int posix_spawn(int *pid, const char *path, const void *fa, const void *at,
+                char *const argv[], char *const envp[])
+{
+    (void)pid; (void)fa; (void)at; (void)argv; (void)envp;
+    xv_guard_program("posix_spawn", path);
+    return -1;
+}
+
+int posix_spawnp(int *pid, const char *file, const void *fa, const void *at,
+                 char *const argv[], char *const envp[])
+{
+    (void)pid; (void)fa; (void)at; (void)argv; (void)envp;
+    xv_guard_program("posix_spawnp", file);
+    return -1;
+}
+
 __attribute__((constructor(101))) static void xv_guard_init(void)
 {
     struct sigaction sa;
@@ -370,7 +419,9 @@ def _namespace_args(user_ns: bool | None = None) -> list[str]:
     ]
 
 
-def _system_args() -> list[str]:
+def _system_args(devices: bool = True) -> list[str]:
+    """The system, read-only; ``devices`` False: of /dev only /dev/null (a build step: an
+    ``#include "/dev/zero"`` then finds nothing to read, where it would read forever)."""
     args: list[str] = []
     for p in SYSTEM_RO:
         args += ["--ro-bind-try", p, p]
@@ -379,7 +430,9 @@ def _system_args() -> list[str]:
             args += ["--symlink", os.readlink(link), link]
         elif os.path.isdir(link):
             args += ["--ro-bind", link, link]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
+    dev = ["--dev", "/dev"] if devices else ["--tmpfs", "/dev", "--dev-bind", "/dev/null",
+                                             "/dev/null"]
+    args += ["--proc", "/proc", *dev, "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp"]
     return args
 
 
@@ -412,20 +465,27 @@ def command(
     writable: Path | None = None,
     env: Mapping[str, str] | None = None,
     seccomp_fd: int | None = None,
+    devices: bool = True,
 ) -> list[str]:
     """The bwrap command line that runs ``argv`` in the sandbox (see the module docstring)."""
     bwrap = shutil.which("bwrap") or "bwrap"
-    args = [bwrap, *_namespace_args(), *_system_args(), "--clearenv"]
+    args = [bwrap, *_namespace_args(), *_system_args(devices), "--clearenv"]
     for key, value in {"PATH": PATH, "LANG": "C.UTF-8", "TMPDIR": "/tmp",
                        **(env or {})}.items():
         args += ["--setenv", key, value]
     ro = [Path(p).resolve() for p in readable]
+    # a path given through a symlink (an editable install's harness_templates) is also
+    # bound where it was named: gcc drops an -I directory it cannot see, silently
+    aliases = [(Path(p).resolve(), Path(os.path.abspath(p))) for p in readable]
+    aliases = [(real, named) for real, named in aliases if real != named]
     w = Path(writable).resolve() if writable is not None else None
     here = Path(cwd).resolve()
     if not any(here == p or p in here.parents for p in [*ro, *([w] if w else [])]):
         ro.append(here)  # the working directory is always visible (read-only)
     for p in ro:
         args += ["--ro-bind", str(p), str(p)]
+    for real, named in aliases:
+        args += ["--ro-bind", str(real), str(named)]
     if w is not None:
         args += ["--bind", str(w), str(w)]
     args += ["--chdir", str(here)]
@@ -452,6 +512,7 @@ def popen(
     env: Mapping[str, str] | None = None,
     seccomp: bool = False,
     processes: bool = False,
+    devices: bool = True,
     **popen_kw: object,
 ) -> subprocess.Popen:
     """Start ``argv`` in the sandbox (Popen-like; for the long-lived harness process).
@@ -468,7 +529,7 @@ def popen(
             fds.append(fd)
             env = {**(env or {}), "XV_SANDBOX_SECCOMP": "1"}
         full = command(argv, cwd=cwd, readable=readable, writable=writable, env=env,
-                       seccomp_fd=fd)
+                       seccomp_fd=fd, devices=devices)
         run_env: dict[str, str] | None = {"PATH": os.environ.get("PATH", PATH)}
     else:  # --no-sandbox: limits and an own session only
         full = list(argv)
@@ -538,6 +599,7 @@ def run(
     stdin: bytes | None = None,
     seccomp: bool = False,
     max_output: int = 1 << 20,
+    devices: bool = True,
 ) -> Result:
     """Run ``argv`` to completion in the sandbox; output is kept up to ``max_output`` bytes."""
     import time
@@ -545,7 +607,8 @@ def run(
     t0 = time.monotonic()
     proc = popen(
         argv, cwd=cwd, readable=readable, writable=writable, limits=limits, env=env,
-        seccomp=seccomp, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        seccomp=seccomp, devices=devices,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     timed_out = False
@@ -625,6 +688,42 @@ def run_sandboxed(
     return run(argv, cwd=cwd, readable=readable, writable=writable,
                limits=Limits(cpu_s=cpu_s, mem_bytes=mem_bytes, nproc=nproc), env=env,
                timeout_s=timeout_s, stdin=stdin, seccomp=seccomp)
+
+
+# A build step on a tree that may hold patch text: make ($(shell ...) runs even under
+# -n) and gcc (an #include of a device or of a file outside the tree). Generous enough
+# for a whole header preparation (make -j, sub-makes, flex/bison, python3).
+BUILD_LIMITS = Limits(cpu_s=600, mem_bytes=4 << 30, nproc=1024, fsize_bytes=1 << 30)
+# one gcc on one unit (BUILD, generic mode's lift): a macro bomb ends in two minutes
+COMPILE_LIMITS = Limits(cpu_s=120, mem_bytes=3 << 30, nproc=64, fsize_bytes=512 << 20)
+BUILD_OUTPUT = 16 << 20
+
+
+def run_build_step(
+    argv: list[str],
+    *,
+    cwd: Path,
+    readable: Iterable[Path] = (),
+    writable: Path | None = None,
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    limits: Limits | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``run`` for make or gcc on a tree, shaped as ``subprocess.run(text=True)``'s result.
+
+    The command sees the system read-only, ``readable`` read-only, ``writable`` (the
+    tree's own copy, or an output directory) and a private ``/tmp``; no network, no home,
+    no cache. Raises ``subprocess.TimeoutExpired`` at ``timeout_s`` (everything it started
+    is killed), ``SandboxUnavailable`` where patch code may not run.
+    """
+    res = run(argv, cwd=cwd, readable=readable, writable=writable,
+              limits=limits or BUILD_LIMITS, env=env, timeout_s=timeout_s,
+              max_output=BUILD_OUTPUT, devices=False)
+    if res.timed_out:
+        raise subprocess.TimeoutExpired(argv, timeout_s)
+    rc = res.returncode if res.returncode is not None else -9
+    return subprocess.CompletedProcess(argv, rc, res.stdout.decode(errors="replace"),
+                                       res.stderr.decode(errors="replace"))
 
 
 def popen_sandboxed(

@@ -116,8 +116,12 @@ PREEMPT_MODES = ("never", "always", "every", "at")
 # scenario; after the first hang the timeout drops to RETRY_TIMEOUT, and after
 # HANG_BUDGET hangs the target refuses further operations (an ``error``: not run), so a
 # spinning patch costs seconds, not a timeout per scenario.
-HANG_BUDGET = 3
-RETRY_TIMEOUT = 2.0
+HANG_BUDGET = 2
+RETRY_TIMEOUT = 1.0
+# One harness operation: the slowest a check pack makes (P4's 16384-page walk) takes
+# 0.04 s on bookworm's tree, so 4 s is a hundredfold margin for a loaded machine, and a
+# spinning patch costs 4 + 1 s, not minutes.
+OP_TIMEOUT = 4.0
 # extract.ROLES keys -> the role names of the m2p_strict check pack's declaration
 PACK_ROLE_NAMES = {
     "restore_fixup": "restore fixup block",
@@ -144,7 +148,7 @@ class HarnessTarget:
         built: Any,
         *,
         label: str = "",
-        timeout: float = 10.0,
+        timeout: float = OP_TIMEOUT,
         blocked: SandboxViolation | None = None,
     ) -> None:
         from verifier.run import HarnessProcess
@@ -370,7 +374,7 @@ def open_target(
     commit: str | None = None,
     label: str = "",
     *,
-    timeout: float = 10.0,
+    timeout: float = OP_TIMEOUT,
     pieces: dict | None = None,
     constants_text: str | None = None,
     mutate: str | None = None,
@@ -412,7 +416,7 @@ def make_target(
     revision: str = "",
     cache: Path,
     mutate: str | None = None,
-    timeout: float = 10.0,
+    timeout: float = OP_TIMEOUT,
     commit: str | None = None,
     label: str = "",
 ) -> HarnessTarget:

@@ -1,9 +1,10 @@
 """Trees: open or clone a Xen repository, resolve refs, check each ref out in its own worktree.
 
-The user's repository is only ever read. Worktrees are made from a *shadow* repository
-in the cache whose object store borrows the user's through ``objects/info/alternates``:
-new objects (3-way blobs, the patched commit) and worktree bookkeeping land in the
-cache, never in the user's ``.git``.
+The user's repository is only ever read. Worktrees are made from a repository of the run's
+own (under the cache's ``work/``, removed at exit) whose object store borrows, through
+``objects/info/alternates``, a *shadow* repository's in the cache, which borrows the
+user's: new objects (3-way blobs, the patched commit) and worktree bookkeeping land in
+the run's repository, never in the user's ``.git`` nor in the cache.
 """
 
 from __future__ import annotations
@@ -320,21 +321,53 @@ def _remove_worktree(repo: Path, base: Path, path: Path) -> None:
             _git(repo, "worktree", "prune")
 
 
+# This process's own repository per (repository, work root): a bare one under work/
+# whose object store borrows the repository's. Worktrees are added to it, so the objects
+# a run writes (3-way blobs, the patched commit) and git's worktree bookkeeping never
+# land in the cache's shadow (or a cached clone): a run leaves the cache as it found it,
+# and runs at once never prune each other's worktrees. Removed with the parked worktrees.
+_RUN_REPOS: dict[tuple[int, Path, Path], Path] = {}
+
+
+def _run_repo(repo: Path, work_root: Path) -> Path:
+    key = (os.getpid(), Path(repo), Path(work_root))
+    with _PARKED_LOCK:
+        known = _RUN_REPOS.get(key)
+        if known is not None and (known / "objects" / "info" / "alternates").is_file():
+            return known
+        d = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-repo-", dir=work_root))
+        try:
+            git.Repo.init(d, bare=True)
+            objects = Path(repo).resolve() / "objects"
+            (d / "objects" / "info" / "alternates").write_text(f"{objects}\n")
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
+        _RUN_REPOS[key] = d
+        return d
+
+
 def forget_parked() -> None:
     """Drop this process's record of parked worktrees without removing them (a forked
     child: the worktrees belong to its parent)."""
     with _PARKED_LOCK:
         _PARKED.clear()
+        _RUN_REPOS.clear()
 
 
 @atexit.register
 def release_parked() -> None:
-    """Remove every parked worktree (at exit; callers may call it earlier)."""
+    """Remove every parked worktree and this process's repositories (at exit; callers
+    may call it earlier)."""
     with _PARKED_LOCK:
         spots = [(repo, b, p) for repo, lst in _PARKED.items() for b, p in lst]
         _PARKED.clear()
+        mine = [d for (pid, _, _), d in _RUN_REPOS.items() if pid == os.getpid()]
+        _RUN_REPOS.clear()
     for repo, base, path in spots:
         _remove_worktree(repo, base, path)
+    for d in mine:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -345,8 +378,8 @@ def checkout(source: TreeSource, ref: str, cache: Path) -> Iterator[Checkout]:
     error or Ctrl-C removes it at once.
     """
     sha, subject = resolve(source, ref)
-    repo = source.worktree_repo or source.git_dir
     root = _work_root(cache)
+    repo = _run_repo(source.worktree_repo or source.git_dir, root)
     spot = _take_parked(repo, root)
     if spot is not None and not _switch(spot[1], sha):
         _remove_worktree(repo, *spot)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from verifier import scratch
 from verifier.build import jobs, not_configured
 from verifier.generic import balance, explore, lift, resources
 from verifier.model import (
@@ -242,11 +243,13 @@ def balance_check(base, patched, units: list[str], cache: Path, *,
     # Every side of every unit is lifted at once (gcc, the link, the harness start: each
     # independent of the others); exploring stays in order, base before patched.
     lifting: dict[tuple[str, str], Future[_Side] | None] = {}
+    # the patched unit is patch text: its lifted harness is kept out of the cache
+    patched_cache = scratch.cache_for(cache, untrusted=base is not None)
     with ThreadPoolExecutor(max_workers=max(1, min(jobs(), 2 * len(plans) or 1))) as pool:
         for unit, names, btext, ptext in plans:
             if progress:
                 progress(f"{ref}: generic: lifting {unit} ({', '.join(names)})")
-            lifting[unit, "patched"] = (pool.submit(_Side, patched, unit, names, cache)
+            lifting[unit, "patched"] = (pool.submit(_Side, patched, unit, names, patched_cache)
                                         if ptext is not None else None)
             if base is not None:
                 lifting[unit, "base"] = (pool.submit(_Side, base, unit, names, cache)

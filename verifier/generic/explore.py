@@ -31,6 +31,7 @@ SITE_CAP = 2
 MAX_PATHS = 256
 MAX_SECONDS = 10.0
 PATH_SECONDS = 2
+MAX_HANGS = 2  # paths that hang before a side's exploration of a function stops
 MAX_CALLS = 20000
 MAX_OBJECTS = 1500
 # Path outcomes that rest on the harness's own guesses, not on the tree: never judged
@@ -631,7 +632,11 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
     paths: list[PathResult] = []
     complete = True
     cat = states if states is not None else function_variants(driver.lifted, function)
+    hangs = 0
     for vi, variant in enumerate(cat):
+        if hangs >= MAX_HANGS:
+            complete = False  # the hangs are the finding; each more costs PATH_SECONDS
+            break
         driver.prepare(function, variant)
         share_paths = (max_paths - len(paths)) // (len(cat) - vi)
         share_secs = (max_seconds - (time.monotonic() - t0)) / (len(cat) - vi)
@@ -640,7 +645,8 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
         frontier: list[tuple[int, int, tuple[int, ...]]] = [(0, 0, ())]
         mine = 0
         while frontier:
-            if mine >= share_paths or time.monotonic() - t1 > share_secs:
+            if mine >= share_paths or time.monotonic() - t1 > share_secs or \
+                    hangs >= MAX_HANGS:
                 complete = False
                 break
             _, _, script = heapq.heappop(frontier)
@@ -651,6 +657,7 @@ def explore(driver: Driver, function: str, *, max_paths: int = MAX_PATHS,
             res.variant = vi
             paths.append(res)
             mine += 1
+            hangs += res.outcome == "hang"
             taken = [c.k for c in res.choices]
             for i in range(len(script), len(res.choices)):
                 c = res.choices[i]

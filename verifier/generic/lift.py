@@ -28,6 +28,7 @@ from pathlib import Path
 
 import jinja2
 
+from verifier import sandbox
 from verifier.generic import dwarf, resources, stubs
 
 # verifier/harness_templates: the top-level folder, in the wheel too
@@ -110,9 +111,18 @@ def userspace_argv(argv: tuple[str, ...] | list[str], overlay: Path, opt: str = 
     return [*out, opt, "-g", "-w", "-fno-pic", *SAN, *cov, *keep]
 
 
-def _run(cmd: list[str], cwd: Path, what: str, timeout: int = 300) -> str:
+def _run(cmd: list[str], cwd: Path, what: str, timeout: int = 300,
+         box: tuple[tuple[Path, ...], Path] | None = None) -> str:
+    """``cmd`` to completion; ``box`` = (read-only paths, the one writable directory):
+    in the sandbox, for gcc on text a patch may have written."""
     try:
-        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        if box is not None:
+            p = sandbox.run_build_step(cmd, cwd=cwd, readable=box[0], writable=box[1],
+                                       timeout_s=timeout, env={"LC_ALL": "C"},
+                                       limits=sandbox.COMPILE_LIMITS)
+        else:
+            p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                               stdin=subprocess.DEVNULL)
     except FileNotFoundError as e:
         raise LiftError(f"{what}: {e.filename} not found") from None
     except subprocess.TimeoutExpired:
@@ -242,6 +252,8 @@ def lift(root: Path, source: str, argv: tuple[str, ...], cwd: Path, functions: l
 def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: Path,
            functions: list[str], tmp: Path, final: Path) -> Lifted:
     obj = tmp / "unit.o"
+    # gcc sees the tree and our overlay read-only and writes only ``tmp``
+    box = ((Path(root).resolve(), OVERLAY), Path(tmp).resolve())
     notes: list[str] = []
     base = None
     err = None
@@ -255,7 +267,8 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
         base = userspace_argv(argv, OVERLAY, opt, cov, keep)
         base += [f"-ffile-prefix-map={p}={TREE_PREFIX}" for p in _tree_paths(root)]
         try:
-            _run([*base, "-c", str(src_path), "-o", str(obj)], cwd, f"compile {source}")
+            _run([*base, "-c", str(src_path), "-o", str(obj)], cwd, f"compile {source}",
+                 box=box)
             err = None
             if not cov:
                 notes.append(f"compiled {opt} without block coverage: return sites are "
@@ -333,13 +346,13 @@ def _build(root: Path, source: str, src_path: Path, argv: tuple[str, ...], cwd: 
     (tmp / "probe.c").write_text(PROBE)
     probe_argv = [a for a in base if a != "-fkeep-inline-functions"]  # only constants
     _run([*probe_argv, "-c", str(tmp / "probe.c"), "-o", str(tmp / "probe.o")], cwd,
-         "compile the layout probe", timeout=120)
+         "compile the layout probe", timeout=120, box=box)
     hcc = ["gcc", "-g", "-O1", "-w", *SAN]
-    _run([*hcc, "-c", "runtime.c", "-o", "runtime.o"], tmp, "compile the runtime")
-    _run([*hcc, "-c", "stubs.c", "-o", "stubs.o"], tmp, "compile the stubs")
+    _run([*hcc, "-c", "runtime.c", "-o", "runtime.o"], tmp, "compile the runtime", box=box)
+    _run([*hcc, "-c", "stubs.c", "-o", "stubs.o"], tmp, "compile the stubs", box=box)
     exe = tmp / "harness"
     _run([*hcc, "-no-pie", "-o", str(exe), "runtime.o", "stubs.o", "probe.o", "unit.o"],
-         tmp, "link the harness")
+         tmp, "link the harness", box=box)
     (tmp / "Makefile").write_text(_makefile(base, src_path, cwd, hcc))
     symbols = {}
     for addr, size, name in _nm_addr(exe):

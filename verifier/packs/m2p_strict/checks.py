@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verifier.build import export_commit
+from verifier import memo, scratch
+from verifier.build import export_commit, jobs
 from verifier.model import (
     CheckResult,
     Evidence,
@@ -27,6 +29,7 @@ from verifier.model import (
     PackRun,
     VerifyError,
 )
+from verifier.target import OP_TIMEOUT
 
 from . import callers
 from . import scenarios as sc
@@ -234,11 +237,18 @@ def _run_property(prop: str, target: Target, exhaustive: bool) -> PropertyRun:
 
 def _run_scenarios(prop: str, target: Target, exhaustive: bool) -> PropertyRun:
     results: list[sc.ScenarioResult] = []
+    plan = _plan(prop, exhaustive)
     try:
-        for fn, params in _plan(prop, exhaustive):
+        for fn, params in plan:
             results.append(fn(target, params))
             if results[-1].failed and prop in ("P1", "P2") and not exhaustive:
                 break  # the smallest failing domain is the shortest trace
+            if results[-1].metrics.get("stopped_by_sandbox"):
+                left = len(plan) - len(results)
+                if left:  # what the code tried is the finding: no need to see it again
+                    results[-1].detail += (f" (the {left} later scenario(s) of {prop} not "
+                                           "run: the sandbox stopped the code)")
+                return _summarise(prop, results)
         walks = prop != "P3" or any(
             r.status != "n/a" and not r.metrics.get("trivial") for r in results
         )  # P3 does not apply to a tree without a walk: nothing to preempt
@@ -604,26 +614,38 @@ def run_on_checkout(
                 notes.append(f"m2p-strict: {why}: P1-P8 not run")
             else:
                 # base and patched are built apart: one that does not build leaves the
-                # other's verdicts standing
-                which = "patched" if applied else "as is"
-                built = _target(factory, tree, which, which, cache, co, patched=applied)
-                if isinstance(built, str):
-                    prun = _errors(built, target_ids)
-                    notes.append(f"m2p-strict: {which}: {built}")
-                else:
-                    targets[which] = built
-                    prun = check_target(built, tree, exhaustive=exhaustive)
-                    if not applied:
-                        notes.append(_mutation_note(co, factory, tree, cache, built))
-                if base_dir is not None:
-                    base = _target(factory, base_dir, "base", f"base {co.commit[:12]}", cache,
-                                   co, patched=False)
+                # other's verdicts standing. Each side has its own harness process, so
+                # the base side runs beside the patched one where there are cores for it.
+                def base_side() -> tuple[Any, dict[str, PropertyRun]]:
+                    assert base_dir is not None
+                    base = _target(factory, base_dir, "base", f"base {co.commit[:12]}",
+                                   cache, co, patched=False)
                     if isinstance(base, str):
-                        brun = _errors(base, target_ids)
-                        notes.append(f"m2p-strict: base: {base}")
+                        return base, _errors(base, target_ids)
+                    targets["base"] = base
+                    return base, _base_runs(base, base_dir, co.commit, cache, exhaustive)
+
+                pool = ThreadPoolExecutor(max_workers=1) if base_dir is not None and \
+                    jobs() > 1 else None
+                later = pool.submit(base_side) if pool is not None else None
+                try:
+                    which = "patched" if applied else "as is"
+                    built = _target(factory, tree, which, which, cache, co, patched=applied)
+                    if isinstance(built, str):
+                        prun = _errors(built, target_ids)
+                        notes.append(f"m2p-strict: {which}: {built}")
                     else:
-                        targets["base"] = base
-                        brun = check_target(base, base_dir, exhaustive=exhaustive)
+                        targets[which] = built
+                        prun = check_target(built, tree, exhaustive=exhaustive)
+                        if not applied:
+                            notes.append(_mutation_note(co, factory, tree, cache, built))
+                    if base_dir is not None:
+                        base, brun = later.result() if later is not None else base_side()
+                        if isinstance(base, str):
+                            notes.append(f"m2p-strict: base: {base}")
+                finally:
+                    if pool is not None:
+                        pool.shutdown(wait=True)
             # P9 without a harness (it did not build): the tree is still read, once
             if "P9" not in prun:
                 prun["P9"] = check_callers(tree)
@@ -636,11 +658,35 @@ def run_on_checkout(
     return PackRun(tuple(_combine(prun, brun, co.commit[:12], "worktree")), tuple(notes), limits)
 
 
+def _judging_code() -> str:
+    """The code a verdict of this pack rests on besides the harness sources."""
+    here = Path(__file__).resolve().parent
+    core = here.parent.parent
+    return memo.code_digest(str(here), *(str(core / f) for f in (
+        "target.py", "run.py", "sandbox.py", "harness.py", "extract.py", "model.py")))
+
+
+def _base_runs(base: Any, base_dir: Path, commit: str, cache: Path,
+               exhaustive: bool) -> dict[str, PropertyRun]:
+    """check_target on the base tree: the same harness on the same commit gives the same
+    results for every patch to this ref, so they are kept (verifier.memo)."""
+    key = getattr(getattr(getattr(base, "built", None), "sources", None), "key", None)
+    if not key:  # a test's own factory: nothing to key on
+        return check_target(base, base_dir, exhaustive=exhaustive)
+    runs, _ = memo.remembered(
+        cache, NAME, (key, commit, f"exhaustive={exhaustive}", _judging_code()),
+        lambda: check_target(base, base_dir, exhaustive=exhaustive),
+        keep=lambda r: all(x.outcome is not Outcome.ERROR for x in r.values()))
+    return runs
+
+
 def _target(factory: Callable[..., Any], tree: Path, which: str, revision: str, cache: Path,
             co: Any, *, patched: bool) -> Any:
     """A started target, or why it could not be built (the checks then say error)."""
     try:
-        return factory(tree, revision=revision, cache=cache, **_provenance(co, patched=patched))
+        # a patched tree's harness is patch text: built in the process's scratch
+        return factory(tree, revision=revision, cache=scratch.cache_for(cache, untrusted=patched),
+                       **_provenance(co, patched=patched))
     except HarnessError as e:  # type: ignore[misc]
         return f"could not build the {which} harness: {e}"
 
@@ -674,7 +720,8 @@ def pack_limits(targets: dict[str, Any], *, exhaustive: bool = False) -> PackLim
         f"{', '.join(map(str, P4_SIZES_EXHAUSTIVE if exhaustive else P4_SIZES))} pages; "
         f"P6 {'8' if exhaustive else '3'} random sequences of 60 operations",
         f"one batch is {sc.BATCH} pages between preemption checks; a walk needing more "
-        "than 4 x pages + 4 continuations does not terminate; 10 s per harness operation",
+        "than 4 x pages + 4 continuations does not terminate; "
+        f"{OP_TIMEOUT:g} s per harness operation",
     ]
     keys = [f"{w} {t.built.sources.key}" for w, t in targets.items()
             if getattr(getattr(t, "built", None), "sources", None) is not None]
@@ -711,7 +758,8 @@ def write_harness_for(co: Any, out_dir: Path, *, patched: bool, cache: Path,
     src = tree_sources(tree, mutate=mutate, **_provenance(co, patched=patched))
     out = write_sources(src, Path(out_dir))
     replays: list[Path] = []
-    with HarnessTarget(build(src, Path(cache) / "harness"), label=src.label) as target:
+    built = build(src, scratch.cache_for(cache, untrusted=patched) / "harness")
+    with HarnessTarget(built, label=src.label) as target:
         runs = check_target(target, tree)
     rdir = out / "replay"
     if rdir.exists():

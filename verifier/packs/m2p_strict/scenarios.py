@@ -140,6 +140,10 @@ def scenario(prop: str, name: str) -> Callable[[Callable[..., None]], Scenario]:
                     res.locations.append(loc)
                 res.output = str(getattr(e, "output", "") or "")[:2000]
                 res.state = d.last_state_text
+                # the sandbox or its limits stopped the code (a system call it may not
+                # make, an allocation past the limit): every later scenario would too
+                res.metrics["stopped_by_sandbox"] = type(e).__name__ == "SandboxViolation" or \
+                    "sandbox" in first or "limit" in first
             res.findings = d.findings
             if res.status == "pass" and d.deviations:
                 dev = d.deviations[0]

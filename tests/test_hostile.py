@@ -115,7 +115,16 @@ def shared(debian_bookworm, xen_tree_417, tmp_path_factory):
     print(f"\nwarming the cache (a harmless change): exit {r.returncode} in {seconds:.0f}s",
           file=sys.stderr)
     assert r.returncode in (0, 1), r.stderr
+    _SOLO["benign"] = (patch, _outcomes(tmp / "out"))
     return debian_bookworm, cache
+
+
+_SOLO: dict[str, tuple[Path, list[tuple[str, str, str]]]] = {}
+
+
+def _outcomes(out: Path) -> list[tuple[str, str, str]]:
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    return [(c["id"], c["base"], c["patched"]) for c in run["checks"]]
 
 
 def _contained(name: str, source, cache: Path, patch: Path, out: Path, expect: str,
@@ -265,3 +274,24 @@ def test_include_of_a_device_ends_in_the_sandbox_for_the_trees_own_build(
     assert r.returncode == 1, r.stderr
     assert build["patched"] == "fail" and "/dev/zero" in build["detail"], build
     assert _tree_digest(cache) == before
+
+
+def test_runs_at_once_on_one_cache_judge_as_a_run_alone(shared, tmp_path) -> None:
+    """Two runs of one patch on one ref at once, on the warmed cache: each writes what it
+    builds in its own place, so both judge every check as the run alone did."""
+    source, cache = shared
+    patch, solo = _SOLO["benign"]
+    env = {k: v for k, v in os.environ.items() if k != "XEN_VERIFY_DEBUG"}
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "verifier", "check", str(patch), "--repo", str(source.git_dir),
+         "--ref", source.default_ref, "--cache", str(cache), "--report-dir",
+         str(tmp_path / f"out{i}"), "-q", "-j", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT) for i in range(2)]
+    errs = [p.communicate(timeout=900)[1].decode() for p in procs]
+    print(f"2 at once: exits {[p.returncode for p in procs]} in "
+          f"{time.monotonic() - t0:.0f}s", file=sys.stderr)
+    for i, p in enumerate(procs):
+        assert p.returncode in (0, 1), errs[i]
+        assert _outcomes(tmp_path / f"out{i}") == solo
+    assert not any((cache / "work").iterdir())

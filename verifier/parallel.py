@@ -38,12 +38,11 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
            cache: Path, checks: bool, report_progress: bool, exhaustive: bool,
            share: int = 1, jobs: int = 1) -> None:
     global _busy
-    from verifier import scratch, tree
+    from verifier import tree
     from verifier.build import set_jobs
     from verifier.pipeline import verify_ref
 
     tree.forget_parked()  # the parent's parked worktrees are the parent's, not to be shared
-    scratch.forget()
     set_jobs(share, total=jobs)  # this ref's part of -j: the others running get theirs
 
     # The terminal's Ctrl-C reaches every process of the group: the parent decides.
@@ -65,14 +64,16 @@ def _child(queue: Any, n: int, total: int, series: PatchSeries, source: TreeSour
     finally:
         _busy = False
         tree.release_parked()  # a forked child ends without running atexit handlers
-        scratch.release()
 
 
 def verify_parallel(series: PatchSeries, todo: list[tuple[TreeSource, str]], cache: Path, *,
                     checks: bool, progress: Progress | None, jobs: int,
                     exhaustive: bool = False) -> list[RunResult]:
+    from verifier import scratch
     from verifier.pipeline import done_line
 
+    # made here, so the children share it and this process removes it at exit
+    scratch.untrusted_cache(cache)
     ctx = multiprocessing.get_context("fork")  # the children need no re-import; Linux only
     queue = ctx.Queue()
     total = len(todo)

@@ -135,7 +135,6 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
     a ref, the tree's make runs -j ``jobs`` and generic mode's lifting the ref's share
     of it, so the last ref running does not leave the other cores idle.
     """
-    from verifier import scratch
     from verifier.build import set_jobs
     from verifier.tree import release_parked, resolve
 
@@ -148,7 +147,6 @@ def verify(series: PatchSeries, trees: list[tuple[TreeSource, list[str]]], cache
                            exhaustive=exhaustive, jobs=jobs)
     finally:  # one run's worktrees serve its own refs only: none is left for the next
         release_parked()
-        scratch.release()  # nor anything built from the patch's text
     return Report(series=series, runs=tuple(runs), command=command, verdict=overall_verdict(runs))
 
 

@@ -1169,6 +1169,7 @@ def write_reports(report: Report, out_dir: Path) -> list[Path]:
     ]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        texts = _keep_replays(texts, out_dir)
         paths = []
         for name, text in texts:
             path = out_dir / name
@@ -1177,6 +1178,32 @@ def write_reports(report: Report, out_dir: Path) -> list[Path]:
     except OSError as e:
         raise VerifyError(f"cannot write reports to {out_dir}: {e.strerror or e}") from e
     return paths
+
+
+# A patched side's lifted unit lives in the run's scratch (verifier.scratch), removed when
+# the tool exits: the replay scripts a report names there are copied beside the report.
+_SCRATCH_UNIT = re.compile(r"/[^'\"\s<>]*/work/\d+-untrusted-[^/'\"\s<>]+/generic/[0-9a-f]+")
+
+
+def _keep_replays(texts: list[tuple[str, str]], out_dir: Path) -> list[tuple[str, str]]:
+    import shutil
+
+    found = sorted({m.group(0) for _, text in texts for m in _SCRATCH_UNIT.finditer(text)})
+    moved = {}
+    for old in found:
+        new = out_dir / "replay" / Path(old).name
+        if Path(old).is_dir():
+            shutil.rmtree(new, ignore_errors=True)
+            shutil.copytree(old, new, symlinks=True)
+            moved[old] = str(new.resolve())
+    if not moved:
+        return texts
+    out = []
+    for name, text in texts:
+        for old, new in moved.items():
+            text = text.replace(old, new)
+        out.append((name, text))
+    return out
 
 
 # --------------------------------------------------------------------------- terminal

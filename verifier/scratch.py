@@ -19,21 +19,25 @@ import tempfile
 import threading
 from pathlib import Path
 
-_DIRS: dict[tuple[int, Path], Path] = {}
+# cache -> (the process that made it and removes it, the directory). A forked ``-j``
+# child uses its parent's (named by the parent's pid, so it is reaped by pid as one) and
+# leaves its removal to the parent: a report's replay script there stays valid until the
+# tool exits, whichever process found the violation.
+_DIRS: dict[Path, tuple[int, Path]] = {}
 _LOCK = threading.Lock()
 
 
 def untrusted_cache(cache: Path) -> Path:
-    """This process's cache-shaped directory for artefacts of patch text (created once)."""
-    key = (os.getpid(), Path(cache).resolve())
+    """This run's cache-shaped directory for artefacts of patch text (created once)."""
+    key = Path(cache).resolve()
     with _LOCK:
-        d = _DIRS.get(key)
-        if d is not None and d.is_dir():
-            return d
-        work = key[1] / "work"
+        known = _DIRS.get(key)
+        if known is not None and known[1].is_dir():
+            return known[1]
+        work = key / "work"
         work.mkdir(parents=True, exist_ok=True)
         d = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-untrusted-", dir=work))
-        _DIRS[key] = d
+        _DIRS[key] = (os.getpid(), d)
         return d
 
 
@@ -42,21 +46,17 @@ def cache_for(cache: Path, *, untrusted: bool) -> Path:
     return untrusted_cache(cache) if untrusted else Path(cache)
 
 
-def forget() -> None:
-    """A forked child: the parent's directories are the parent's."""
-    with _LOCK:
-        _DIRS.clear()
-
-
 @atexit.register
 def release() -> None:
-    """Remove this process's directories (at exit; a forked child calls it itself)."""
+    """Remove the directories this process made (at exit: a report's replay scripts in
+    them stay valid while the tool runs). A forked child's call removes nothing of its
+    parent's."""
     with _LOCK:
-        mine = [d for (pid, _), d in _DIRS.items() if pid == os.getpid()]
-        for k in [k for k in _DIRS if k[0] == os.getpid()]:
+        mine = [d for pid, d in _DIRS.values() if pid == os.getpid()]
+        for k in [k for k, (pid, _) in _DIRS.items() if pid == os.getpid()]:
             del _DIRS[k]
     for d in mine:
         shutil.rmtree(d, ignore_errors=True)
 
 
-__all__ = ["cache_for", "forget", "release", "untrusted_cache"]
+__all__ = ["cache_for", "release", "untrusted_cache"]

@@ -116,7 +116,7 @@ PREEMPT_MODES = ("never", "always", "every", "at")
 # scenario; after the first hang the timeout drops to RETRY_TIMEOUT, and after
 # HANG_BUDGET hangs the target refuses further operations (an ``error``: not run), so a
 # spinning patch costs seconds, not a timeout per scenario.
-HANG_BUDGET = 2
+HANG_BUDGET = 3
 RETRY_TIMEOUT = 1.0
 # One harness operation: the slowest a check pack makes (P4's 16384-page walk) takes
 # 0.04 s on bookworm's tree, so 4 s is a hundredfold margin for a loaded machine, and a

@@ -355,19 +355,25 @@ def forget_parked() -> None:
         _RUN_REPOS.clear()
 
 
-@atexit.register
-def release_parked() -> None:
-    """Remove every parked worktree and this process's repositories (at exit; callers
-    may call it earlier)."""
+def release_parked(*, final: bool = False) -> None:
+    """Remove every parked worktree, and this process's repositories that no checkout
+    still uses (``final``, at exit: all of them)."""
     with _PARKED_LOCK:
         spots = [(repo, b, p) for repo, lst in _PARKED.items() for b, p in lst]
         _PARKED.clear()
-        mine = [d for (pid, _, _), d in _RUN_REPOS.items() if pid == os.getpid()]
-        _RUN_REPOS.clear()
     for repo, base, path in spots:
         _remove_worktree(repo, base, path)
-    for d in mine:
-        shutil.rmtree(d, ignore_errors=True)
+    with _PARKED_LOCK:
+        for key, d in list(_RUN_REPOS.items()):
+            if key[0] != os.getpid():
+                continue
+            in_use = (d / "worktrees").is_dir() and any((d / "worktrees").iterdir())
+            if final or not in_use:
+                del _RUN_REPOS[key]
+                shutil.rmtree(d, ignore_errors=True)
+
+
+atexit.register(release_parked, final=True)
 
 
 @contextlib.contextmanager

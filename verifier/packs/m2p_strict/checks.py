@@ -651,7 +651,10 @@ def run_on_checkout(
                 prun["P9"] = check_callers(tree)
             if brun is not None and base_dir is not None and "P9" not in brun:
                 brun["P9"] = check_callers(base_dir)
-            limits = pack_limits(targets, exhaustive=exhaustive)
+            # in a fixed order: the base side may have finished first
+            order = ("patched", "as is", "base")
+            limits = pack_limits({k: targets[k] for k in order if k in targets},
+                                 exhaustive=exhaustive)
         finally:
             for t in targets.values():
                 _close(t)

@@ -911,20 +911,32 @@ def _base_dir(co: Checkout, cache: Path) -> Path:
 _BASES: dict[tuple[str, str], Path] = {}
 
 
-def prepared_pair(co: Checkout, cache: Path,
-                  progress: Progress | None = None) -> tuple[PreparedTree, PreparedTree]:
+def _exported(co: Checkout, commit: str, cache: Path, what: str) -> Path:
+    """``commit`` exported with git archive beside the worktree (once per worktree)."""
+    key = (str(Path(co.path).resolve()), commit)
+    root = _BASES.get(key)
+    if root is None or not (root / "xen").is_dir():
+        root = _base_dir(co, cache)
+        if what != "base":
+            root = root.with_name(root.name.replace("base-", f"{what}-", 1))
+        if not (root / "xen").is_dir():
+            root.parent.mkdir(parents=True, exist_ok=True)
+            export_commit(Path(co.path), commit, root)
+        _BASES[key] = root
+    return root
+
+
+def prepared_pair(co: Checkout, cache: Path, progress: Progress | None = None, *,
+                  patched_commit: str | None = None) -> tuple[PreparedTree, PreparedTree]:
     """base (co.commit, exported with git archive under cache/work) and patched (the
-    worktree co.path as the patch left it); both prepared."""
-    key = (str(Path(co.path).resolve()), co.commit)
-    base_root = _BASES.get(key)
-    if base_root is None or not (base_root / "xen").is_dir():
-        base_root = _base_dir(co, cache)
-        if not (base_root / "xen").is_dir():
-            base_root.parent.mkdir(parents=True, exist_ok=True)
-            export_commit(Path(co.path), co.commit, base_root)
-        _BASES[key] = base_root
+    worktree co.path as the patch left it, or ``patched_commit`` exported beside it: then
+    the worktree is only read, and a check pack may read it at the same time); both
+    prepared."""
+    base_root = _exported(co, co.commit, cache, "base")
+    patched_root = _exported(co, patched_commit, cache, "patched") if patched_commit \
+        else Path(co.path)
     base = prepare_tree(base_root, cache, progress)
-    patched = prepare_tree(Path(co.path), cache, progress, untrusted=True)
+    patched = prepare_tree(patched_root, cache, progress, untrusted=True)
     return base, patched
 
 

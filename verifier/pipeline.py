@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from verifier.apply import apply_series
+from verifier.build import jobs
 from verifier.generic import generic_limits, run_generic, take_functions
 from verifier.model import (
     ApplyStatus,
@@ -95,11 +97,22 @@ def verify_ref(series: PatchSeries, source: TreeSource, ref: str, cache: Path, *
         if checks and result.status in (ApplyStatus.CLEAN, ApplyStatus.OFFSETS,
                                          ApplyStatus.THREE_WAY, ApplyStatus.ALREADY_APPLIED):
             applied = result.status is not ApplyStatus.ALREADY_APPLIED
-            found, check_notes, limits = run_checks(
-                co, series, applied=applied, cache=cache, progress=progress,
-                exhaustive=exhaustive)
+            if applied and result.patched_commit and jobs() > 1:
+                # the packs read the worktree while generic mode builds an export of the
+                # patched commit: neither waits for the other
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    packs = pool.submit(run_checks, co, series, applied=applied, cache=cache,
+                                        progress=progress, exhaustive=exhaustive)
+                    generic, generic_notes = run_generic(
+                        co, series, applied, cache, progress,
+                        patched_commit=result.patched_commit)
+                    found, check_notes, limits = packs.result()
+            else:
+                found, check_notes, limits = run_checks(
+                    co, series, applied=applied, cache=cache, progress=progress,
+                    exhaustive=exhaustive)
+                generic, generic_notes = run_generic(co, series, applied, cache, progress)
             notes.extend(check_notes)
-            generic, generic_notes = run_generic(co, series, applied, cache, progress)
             found.extend(generic)
             notes.extend(generic_notes)
             functions = take_functions(co)

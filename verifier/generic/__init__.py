@@ -40,10 +40,12 @@ def concerns(series: PatchSeries) -> bool:
 
 
 def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
-                progress: Progress | None = None, *, balance: bool = True
-                ) -> tuple[list[CheckResult], list[str]]:
+                progress: Progress | None = None, *, balance: bool = True,
+                patched_commit: str | None = None) -> tuple[list[CheckResult], list[str]]:
     """The generic checks on one checkout: ``applied`` -> base = ``co.commit``, patched =
-    the worktree; already applied -> the tree as it is (the "patched" column only).
+    the worktree (or ``patched_commit``, exported: the worktree stays untouched for a
+    pack running at the same time); already applied -> the tree as it is (the
+    "patched" column only).
 
     Returns the check results and notes.
     """
@@ -63,7 +65,7 @@ def run_generic(co: Checkout, series: PatchSeries, applied: bool, cache: Path,
         progress(f"{co.ref}: generic: preparing the tree's build")
     try:
         if applied:
-            base, patched = prepared_pair(co, cache, progress)
+            base, patched = prepared_pair(co, cache, progress, patched_commit=patched_commit)
         else:
             base, patched = None, prepare_tree(Path(co.path), cache, progress)
     except (VerifyError, OSError) as e:  # the trees could not be read or written

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.test_sandbox import _processes_running
 from verifier import sandbox
 
 pytestmark = [
@@ -89,21 +90,6 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def _processes_under(path: Path) -> list[int]:
-    """PIDs whose executable or command line lies under ``path`` (a harness left running)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == os.getpid():
-            continue
-        try:
-            text = (d / "cmdline").read_bytes().decode(errors="replace") + os.readlink(d / "exe")
-        except OSError:
-            continue
-        if str(path) in text:
-            found.append(int(d.name))
-    return found
-
-
 @pytest.fixture(scope="module")
 def shared(debian_bookworm, xen_tree_417, tmp_path_factory):
     """A cache that has seen the ref: prepared tree, base harness, base lifted unit."""
@@ -139,7 +125,7 @@ def _contained(name: str, source, cache: Path, patch: Path, out: Path, expect: s
     assert r.returncode == 1, r.stderr
     assert failed and all(expect in d for d in failed), failed
     time.sleep(0.5)
-    assert _processes_under(cache) == [], "a process outlived the run"
+    assert _processes_running(str(cache)) == [], "a process outlived the run"
     assert canary is None or not canary.exists()
     assert _repo_digest(source.git_dir) == repo_before
     assert _tree_digest(cache) == cache_before, "the run left something in the cache"
